@@ -1,0 +1,139 @@
+"""Small building blocks shared by ARUNet and the paper's baselines.
+
+Padding arithmetic lives in pure functions (as in audiocraft's ``conv.py``) so the
+networks stay thin. Every network here maps ``(batch, 1, samples)`` to
+``(batch, 1, samples)`` for any ``samples``: :func:`pad_to_multiple` pads the end with
+zeros to the multiple the strided layers need and the caller crops back.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LEAKY_SLOPE = 0.2
+
+
+def required_multiple(num_downsamples: int) -> int:
+    """Length multiple a network with ``num_downsamples`` stride-2 layers needs."""
+    return 2**num_downsamples
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
+    """Zero-pad ``x`` (batch, channels, samples) at the end to a multiple of ``multiple``.
+
+    Returns the padded tensor and the number of samples added.
+    """
+    length = x.shape[-1]
+    extra = (-length) % multiple
+    if extra:
+        x = F.pad(x, (0, extra))
+    return x, extra
+
+
+def same_padding(kernel_size: int) -> int:
+    """Padding that keeps ``length / stride`` samples for odd kernels."""
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd for symmetric padding, got {kernel_size}")
+    return kernel_size // 2
+
+
+def pixel_shuffle_1d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """1-D sub-pixel upsampling: (B, C*r, T) -> (B, C, T*r).
+
+    Channel ``c*r + i`` becomes phase ``i`` of output channel ``c`` (Kuleshov's SubPixel1D).
+    """
+    batch, channels, length = x.shape
+    if channels % factor:
+        raise ValueError(f"pixel_shuffle_1d needs channels divisible by {factor}, got {channels}")
+    x = x.reshape(batch, channels // factor, factor, length)
+    return x.permute(0, 1, 3, 2).reshape(batch, channels // factor, length * factor)
+
+
+class PixelShuffle1d(nn.Module):
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle_1d(x, self.factor)
+
+
+class ConvAct(nn.Module):
+    """Conv1d -> LeakyReLU -> optional BatchNorm -> optional Dropout.
+
+    The paper orders LeakyReLU before BatchNorm in the encoder; we keep that order.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 batch_norm: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=same_padding(kernel_size))
+        self.norm = nn.BatchNorm1d(out_channels) if batch_norm else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(F.leaky_relu(self.conv(x), LEAKY_SLOPE)))
+
+
+class Residual(nn.Module):
+    """``E = R(x) + x`` where R is a stride-1 :class:`ConvAct` with equal channels."""
+
+    def __init__(self, channels: int, kernel_size: int, batch_norm: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.body = ConvAct(channels, channels, kernel_size, 1, batch_norm, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class FixedLengthWrapper(nn.Module):
+    """Pads any input to the network's multiple, runs it, crops back, adds the global residual.
+
+    Subclasses implement ``core(x)`` on inputs whose length is a multiple of ``self.multiple``.
+    """
+
+    multiple: int = 1
+    global_residual: bool = True
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, 1, samples) -> (batch, 1, samples)."""
+        if x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(f"expected (batch, 1, samples), got shape {tuple(x.shape)}")
+        length = x.shape[-1]
+        padded, _ = pad_to_multiple(x, self.multiple)
+        y = self.core(padded)[..., :length]
+        return x + y if self.global_residual else y
+
+
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Initialise conv weights.
+
+    ``"default"`` keeps PyTorch's Kaiming-uniform init (our choice);
+    ``"normal"`` is the paper's literal N(0, 1), which we measured to explode
+    (see ``tests/test_models.py::test_normal_init_explodes``) and keep only for study;
+    ``"orthogonal"`` is an alternative some BWE repos use.
+    """
+    if scheme == "default":
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d):
+            if scheme == "normal":
+                nn.init.normal_(m.weight, 0.0, 1.0)
+            elif scheme == "orthogonal":
+                nn.init.orthogonal_(m.weight)
+            else:
+                raise ValueError(f"unknown init {scheme!r}; use 'default', 'normal' or 'orthogonal'")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv_output_length(length: int, kernel_size: int, stride: int) -> int:
+    return math.floor((length + 2 * (kernel_size // 2) - kernel_size) / stride) + 1
