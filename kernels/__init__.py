@@ -1,0 +1,52 @@
+"""Framing and weighted overlap-add kernels for the streaming processor (``rtbwe.kernels``).
+
+Numba (``cache=True``) kernels in :mod:`.framing` and :mod:`.overlap_add`, each with a plain
+NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts so the first
+block does not pay for compilation or cache loading.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .framing import copy_sanitised, frame_signal, replace_nonfinite, shift_left
+from .overlap_add import normalise, overlap_add, shift_accumulator
+
+__all__ = ["frame_signal", "copy_sanitised", "replace_nonfinite", "shift_left", "overlap_add",
+           "normalise", "shift_accumulator", "synthesis_window", "warm_up"]
+
+_warm = False
+
+
+def synthesis_window(window_samples: int, hop_samples: int) -> np.ndarray:
+    """Overlap-add weights (window_samples,) float32: a Hann window sampled half a sample off
+    its zeros, so every weight is > 0 and the first and last samples still count.
+
+    For ``hop_samples == window_samples / 2`` the weights of overlapping windows sum to exactly
+    1; for other hops the processor divides by the summed weights, so any hop <= window works.
+    """
+    if not 0 < hop_samples <= window_samples:
+        raise ValueError(f"need 0 < hop_samples <= window_samples, got hop {hop_samples}, "
+                         f"window {window_samples}")
+    n = np.arange(window_samples, dtype=np.float64)
+    return (np.sin(np.pi * (n + 0.5) / window_samples) ** 2).astype(np.float32)
+
+
+def warm_up() -> None:
+    """Compile (or load from the Numba cache) every kernel for the types the processor uses:
+    C-contiguous float32 arrays and int64 offsets."""
+    global _warm
+    if _warm:
+        return
+    signal = np.zeros((2, 16), np.float32)
+    frames = np.zeros((4, 8), np.float32)
+    window = np.ones(8, np.float32)
+    acc = np.zeros((2, 16), np.float32)
+    weight_sum = np.zeros(16, np.float32)
+    frame_signal(signal, 0, 4, 2, frames)
+    copy_sanitised(signal, acc, 0)
+    replace_nonfinite(frames, 4)
+    shift_left(signal, 4, 8)
+    overlap_add(frames, 2, window, 4, acc, weight_sum, 0)
+    normalise(acc, weight_sum, 0, 8, signal, 0)
+    shift_accumulator(acc, weight_sum, 4, 8)
+    _warm = True

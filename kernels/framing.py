@@ -1,0 +1,88 @@
+"""Numba framing kernels: cut a signal into overlapping windows, copy and sanitise blocks.
+
+All kernels write into buffers the caller preallocated and return nothing but counts, so the
+streaming hot path allocates no memory. Arrays are float32 and C-contiguous; ranges are given
+as integer offsets into whole buffers (slices would change the Numba type and force a compile
+in the audio thread). :mod:`rtbwe.kernels.reference` holds a plain NumPy twin of each kernel.
+
+Batch layout (``channel``-major, so stereo runs as one batch)::
+
+    signal (channels, samples)              frames (channels * num_frames, window_samples)
+    ch0: |--f0--|                           row 0              = ch0 frame 0
+    ch0:    |--f1--|          ---->         row 1              = ch0 frame 1
+    ch1: |--f0--|                           row num_frames     = ch1 frame 0
+           ^ start + f * hop_samples
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def frame_signal(signal: np.ndarray, start: int, hop_samples: int, num_frames: int,
+                 frames: np.ndarray) -> None:
+    """Copy ``num_frames`` windows per channel out of ``signal`` into ``frames``.
+
+    signal: (channels, samples) float32; frames: (>= channels * num_frames, window_samples).
+    Row ``c * num_frames + f`` of ``frames`` receives
+    ``signal[c, start + f * hop_samples : start + f * hop_samples + window_samples]``.
+    """
+    channels = signal.shape[0]
+    window_samples = frames.shape[1]
+    last = start + (num_frames - 1) * hop_samples + window_samples
+    if num_frames > 0 and (start < 0 or last > signal.shape[1]):
+        raise ValueError("frame_signal: frames run past the signal buffer")
+    if channels * num_frames > frames.shape[0]:
+        raise ValueError("frame_signal: frames buffer has too few rows")
+    for c in range(channels):
+        for f in range(num_frames):
+            row = c * num_frames + f
+            offset = start + f * hop_samples
+            for i in range(window_samples):
+                frames[row, i] = signal[c, offset + i]
+
+
+@njit(cache=True, nogil=True)
+def copy_sanitised(source: np.ndarray, dest: np.ndarray, dest_start: int) -> int:
+    """Copy ``source`` (channels, n) into ``dest[:, dest_start:dest_start + n]``, writing 0
+    for every NaN or +-Inf sample. Returns how many samples were replaced."""
+    channels, n = source.shape
+    if dest_start < 0 or dest_start + n > dest.shape[1] or channels != dest.shape[0]:
+        raise ValueError("copy_sanitised: destination buffer too small")
+    replaced = 0
+    for c in range(channels):
+        for i in range(n):
+            value = source[c, i]
+            if np.isfinite(value):
+                dest[c, dest_start + i] = value
+            else:
+                dest[c, dest_start + i] = 0.0
+                replaced += 1
+    return replaced
+
+
+@njit(cache=True, nogil=True)
+def replace_nonfinite(buffer: np.ndarray, rows: int) -> int:
+    """Zero NaN/Inf samples in the first ``rows`` rows of ``buffer`` (rows, samples) in place.
+    Returns how many samples were replaced."""
+    replaced = 0
+    for r in range(rows):
+        for i in range(buffer.shape[1]):
+            if not np.isfinite(buffer[r, i]):
+                buffer[r, i] = 0.0
+                replaced += 1
+    return replaced
+
+
+@njit(cache=True, nogil=True)
+def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
+    """Move ``buffer[:, shift:shift + length]`` to ``buffer[:, :length]`` in place (no temporary)
+    and zero ``buffer[:, length:length + shift]``. buffer: (channels, capacity)."""
+    if shift < 0 or shift + length > buffer.shape[1]:
+        raise ValueError("shift_left: range runs past the buffer")
+    for c in range(buffer.shape[0]):
+        for i in range(length):
+            buffer[c, i] = buffer[c, i + shift]
+        for i in range(length, length + shift):
+            buffer[c, i] = 0.0

@@ -1,0 +1,80 @@
+"""Numba weighted overlap-add (demucs ``apply_model`` / encodec ``_linear_overlap_add``).
+
+Each network output window is multiplied by a synthesis window and summed into an
+accumulator; the window itself is summed into ``weight_sum``. Finished samples are divided by
+their summed weight, which must be > 0 everywhere (checked, not assumed)::
+
+    acc[c, start + f*hop + i]   += window[i] * frames[c*F + f, i]
+    weight_sum[start + f*hop + i] += window[i]
+    out[c, j] = acc[c, acc_start + j] / weight_sum[acc_start + j]
+
+With ``frames`` equal to the framed input the result is the input exactly, for any window
+whose summed weight is positive, which is what the identity tests check.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_samples: int,
+                acc: np.ndarray, weight_sum: np.ndarray, start: int) -> None:
+    """Add windowed ``frames`` into ``acc`` and the window into ``weight_sum``.
+
+    frames: (>= channels * num_frames, window_samples), channel-major rows;
+    window: (window_samples,); acc: (channels, capacity); weight_sum: (capacity,).
+    Frame ``f`` lands at ``acc[:, start + f * hop_samples:...]``.
+    """
+    channels = acc.shape[0]
+    window_samples = window.shape[0]
+    if num_frames > 0 and start + (num_frames - 1) * hop_samples + window_samples > acc.shape[1]:
+        raise ValueError("overlap_add: frames run past the accumulator")
+    if start < 0 or weight_sum.shape[0] < acc.shape[1]:
+        raise ValueError("overlap_add: bad start or weight_sum shorter than acc")
+    for f in range(num_frames):
+        offset = start + f * hop_samples
+        for i in range(window_samples):
+            weight_sum[offset + i] += window[i]
+        for c in range(channels):
+            row = c * num_frames + f
+            for i in range(window_samples):
+                acc[c, offset + i] += window[i] * frames[row, i]
+
+
+@njit(cache=True, nogil=True)
+def normalise(acc: np.ndarray, weight_sum: np.ndarray, acc_start: int, num_samples: int,
+              out: np.ndarray, out_start: int) -> None:
+    """``out[:, out_start + j] = acc[:, acc_start + j] / weight_sum[acc_start + j]`` for
+    ``j < num_samples``.
+
+    Raises ValueError if a summed weight is not > 0 (a gap between windows).
+    acc: (channels, capacity); weight_sum: (capacity,); out: (channels, m).
+    """
+    if out_start < 0 or out_start + num_samples > out.shape[1]:
+        raise ValueError("normalise: output buffer too small")
+    if acc_start < 0 or acc_start + num_samples > acc.shape[1]:
+        raise ValueError("normalise: range runs past the accumulator")
+    for j in range(acc_start, acc_start + num_samples):
+        if not weight_sum[j] > 0.0:
+            raise ValueError("normalise: summed window weight is not > 0; windows leave a gap")
+    for c in range(acc.shape[0]):
+        for j in range(num_samples):
+            out[c, out_start + j] = acc[c, acc_start + j] / weight_sum[acc_start + j]
+
+
+@njit(cache=True, nogil=True)
+def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, length: int) -> None:
+    """Drop the first ``shift`` samples of ``acc``/``weight_sum``, move ``length`` samples to
+    the front and zero what follows (in place, no temporary)."""
+    if shift < 0 or shift + length > acc.shape[1]:
+        raise ValueError("shift_accumulator: range runs past the buffer")
+    for i in range(length):
+        weight_sum[i] = weight_sum[i + shift]
+    for i in range(length, length + shift):
+        weight_sum[i] = 0.0
+    for c in range(acc.shape[0]):
+        for i in range(length):
+            acc[c, i] = acc[c, i + shift]
+        for i in range(length, length + shift):
+            acc[c, i] = 0.0

@@ -1,0 +1,83 @@
+"""Plain NumPy twins of the Numba kernels, with the same signatures and semantics.
+
+They are the specification the tests compare :mod:`framing` and :mod:`overlap_add` against,
+and the baseline the kernel benchmarks measure the speed-up over. Not used in the hot path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def frame_signal(signal: np.ndarray, start: int, hop_samples: int, num_frames: int,
+                 frames: np.ndarray) -> None:
+    """signal (channels, samples) -> frames rows ``c * num_frames + f`` (see framing.py)."""
+    channels = signal.shape[0]
+    window_samples = frames.shape[1]
+    if num_frames <= 0:
+        return
+    if start < 0 or start + (num_frames - 1) * hop_samples + window_samples > signal.shape[1]:
+        raise ValueError("frame_signal: frames run past the signal buffer")
+    if channels * num_frames > frames.shape[0]:
+        raise ValueError("frame_signal: frames buffer has too few rows")
+    view = np.lib.stride_tricks.sliding_window_view(signal[:, start:], window_samples, axis=-1)
+    picked = view[:, : (num_frames - 1) * hop_samples + 1 : hop_samples]
+    frames[: channels * num_frames] = picked.reshape(channels * num_frames, window_samples)
+
+
+def copy_sanitised(source: np.ndarray, dest: np.ndarray, dest_start: int) -> int:
+    n = source.shape[1]
+    if dest_start < 0 or dest_start + n > dest.shape[1] or source.shape[0] != dest.shape[0]:
+        raise ValueError("copy_sanitised: destination buffer too small")
+    bad = ~np.isfinite(source)
+    dest[:, dest_start:dest_start + n] = np.where(bad, 0.0, source)
+    return int(bad.sum())
+
+
+def replace_nonfinite(buffer: np.ndarray, rows: int) -> int:
+    bad = ~np.isfinite(buffer[:rows])
+    buffer[:rows][bad] = 0.0
+    return int(bad.sum())
+
+
+def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
+    if shift < 0 or shift + length > buffer.shape[1]:
+        raise ValueError("shift_left: range runs past the buffer")
+    buffer[:, :length] = buffer[:, shift:shift + length].copy()
+    buffer[:, length:length + shift] = 0.0
+
+
+def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_samples: int,
+                acc: np.ndarray, weight_sum: np.ndarray, start: int) -> None:
+    """Weighted overlap-add of channel-major ``frames`` into ``acc`` (see overlap_add.py)."""
+    channels = acc.shape[0]
+    window_samples = window.shape[0]
+    if num_frames > 0 and start + (num_frames - 1) * hop_samples + window_samples > acc.shape[1]:
+        raise ValueError("overlap_add: frames run past the accumulator")
+    if start < 0 or weight_sum.shape[0] < acc.shape[1]:
+        raise ValueError("overlap_add: bad start or weight_sum shorter than acc")
+    weighted = frames[: channels * num_frames].reshape(channels, num_frames, window_samples)
+    weighted = weighted * window
+    for f in range(num_frames):
+        offset = start + f * hop_samples
+        acc[:, offset:offset + window_samples] += weighted[:, f]
+        weight_sum[offset:offset + window_samples] += window
+
+
+def normalise(acc: np.ndarray, weight_sum: np.ndarray, acc_start: int, num_samples: int,
+              out: np.ndarray, out_start: int) -> None:
+    if out_start < 0 or out_start + num_samples > out.shape[1]:
+        raise ValueError("normalise: output buffer too small")
+    if acc_start < 0 or acc_start + num_samples > acc.shape[1]:
+        raise ValueError("normalise: range runs past the accumulator")
+    stop = acc_start + num_samples
+    weights = weight_sum[acc_start:stop]
+    if not np.all(weights > 0):
+        raise ValueError("normalise: summed window weight is not > 0; windows leave a gap")
+    out[:, out_start:out_start + num_samples] = acc[:, acc_start:stop] / weights
+
+
+def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, length: int) -> None:
+    if shift < 0 or shift + length > acc.shape[1]:
+        raise ValueError("shift_accumulator: range runs past the buffer")
+    shift_left(acc, shift, length)
+    shift_left(weight_sum[None, :], shift, length)

@@ -1,0 +1,264 @@
+"""``BandwidthExtender``: the block processor, with pedalboard's ``process`` signature.
+
+>>> import numpy as np, torch, rtbwe
+>>> bwe = rtbwe.BandwidthExtender(torch.nn.Identity())
+>>> x = np.random.default_rng(0).standard_normal((2, 4800)).astype(np.float32)
+>>> bool(np.allclose(bwe.process(x, 48000), x, atol=1e-5))         # offline: no delay
+True
+>>> y = bwe.process(x, 48000, reset=False)                           # streaming: delayed
+>>> bool(np.allclose(y[:, bwe.latency_samples:], x[:, :-bwe.latency_samples], atol=1e-5))
+True
+
+Data path: input -> ``kernels.frame_signal`` -> engine (all ready windows of all channels as
+one batch) -> ``kernels.overlap_add`` / ``kernels.normalise`` -> output; see
+:mod:`rtbwe.streaming` for the geometry and why ``latency_samples == window_samples - 1``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import kernels
+from .engine import InferenceEngine, load_torchscript
+from .streaming import ProcessorStats, StreamState, process_offline
+
+# Defaults chosen by benchmarks/bench_window.py (see benchmarks/README.md): the paper's
+# 20 ms window and 10 ms hop keep edge error low at 20 ms algorithmic latency.
+DEFAULT_WINDOW_MS = 20.0
+DEFAULT_HOP_MS = 10.0
+DEFAULT_SAMPLE_RATE = 48000
+MAX_CHANNELS = 8
+TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
+
+
+def resolve_model(model: str | Path | nn.Module, sample_rate: int | None
+                  ) -> tuple[nn.Module, int]:
+    """Turn a name, path or module into ``(module, model_sample_rate)``.
+
+    * ``nn.Module``: used as is; rate from ``model.card["sample_rate"]`` if it has a card.
+    * a shipped weights name (``"default"``) or a ``.json``/``.safetensors`` path:
+      :func:`rtbwe.load_model`; the rate comes from the model card.
+    * a ``.pt``/``.ts`` TorchScript file from :func:`rtbwe.engine.export_torchscript`.
+    * a registry name from :func:`rtbwe.models.names` (``"arunet-small"``): built with random
+      weights, with a warning - useful for timing, not for listening.
+    """
+    from . import models, weights
+
+    card_rate = None
+    if isinstance(model, nn.Module):
+        card = getattr(model, "card", None)
+        card_rate = card.get("sample_rate") if isinstance(card, dict) else None
+        module = model
+    elif not isinstance(model, (str, Path)):
+        raise TypeError(f"model must be a name, a path or a torch.nn.Module, got "
+                        f"{type(model).__name__}")
+    elif str(model) in models.names() and str(model) not in weights.SHIPPED:
+        warnings.warn(f"model {str(model)!r} is a registry architecture with random weights; "
+                      "its output is not bandwidth-extended audio. Pass model='default' or a "
+                      "trained .json/.safetensors path for real use.", UserWarning, stacklevel=3)
+        module = models.build(str(model))
+    elif Path(str(model)).suffix in TORCHSCRIPT_SUFFIXES:
+        module, meta = load_torchscript(model)
+        card_rate = meta.get("sample_rate")
+    else:
+        module = weights.load_model(model)
+        card_rate = module.card.get("sample_rate")  # type: ignore[union-attr]
+    if card_rate is not None and sample_rate is not None and int(card_rate) != int(sample_rate):
+        raise ValueError(f"this model was trained at {card_rate} Hz but sample_rate="
+                         f"{sample_rate} was passed; leave sample_rate out or pass {card_rate}")
+    rate = int(card_rate or sample_rate or DEFAULT_SAMPLE_RATE)
+    return module, rate
+
+
+def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Validate and convert ``audio`` to float32 C-contiguous ``(channels, samples)``.
+
+    Returns the array and whether the caller passed a 1-D ``(samples,)`` array.
+    int16/int32 are scaled to [-1, 1); float64 is cast. Anything else raises ValueError.
+    """
+    if not isinstance(audio, np.ndarray):
+        raise ValueError(f"audio must be a numpy array, got {type(audio).__name__}; pass "
+                         "np.asarray(audio, dtype=np.float32) shaped (channels, samples)")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif audio.dtype == np.int32:
+        audio = audio.astype(np.float32) / 2147483648.0
+    elif audio.dtype in (np.float64, np.float16):
+        audio = audio.astype(np.float32)
+    elif audio.dtype != np.float32:
+        raise ValueError(f"audio dtype {audio.dtype} is not supported; pass float32 (or "
+                         "float64/int16/int32, which are converted)")
+    mono = audio.ndim == 1
+    if mono:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be (samples,) or (channels, samples), got shape "
+                         f"{audio.shape}")
+    if audio.shape[0] > MAX_CHANNELS:
+        hint = (f"; it looks like (samples, channels): pass audio.T" if
+                audio.shape[1] <= MAX_CHANNELS else "")
+        raise ValueError(f"audio has {audio.shape[0]} channels (shape {audio.shape}); pass "
+                         f"(channels, samples) with at most {MAX_CHANNELS} channels{hint}")
+    return np.ascontiguousarray(audio), mono
+
+
+def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
+    """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
+    bad = ~np.isfinite(audio)
+    if not bad.any():
+        return None
+    sample = int(np.argmax(bad.any(axis=0)))
+    return int(np.argmax(bad[:, sample])), sample
+
+
+class BandwidthExtender:
+    """Band-limited audio in, full-band audio out, offline or block by block.
+
+    Args:
+        model: ``"default"`` (shipped weights), a weights/TorchScript path, a registry name
+            (random weights, warns), or any ``nn.Module`` mapping (batch, 1, n) -> (batch, 1, n).
+        sample_rate: rate the model runs at; defaults to the model card's, else 48000.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        window_ms, hop_ms: analysis window and hop (defaults 20 ms / 10 ms, the paper's).
+        num_threads: torch intra-op threads (process-wide); None keeps torch's setting.
+        backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
+
+    Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
+    ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy).
+    """
+
+    def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
+                 device: str = "auto", window_ms: float = DEFAULT_WINDOW_MS,
+                 hop_ms: float = DEFAULT_HOP_MS, num_threads: int | None = None,
+                 backend: str = "auto"):
+        module, self.sample_rate = resolve_model(model, sample_rate)
+        self.window_samples = int(round(window_ms * self.sample_rate / 1000))
+        self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
+        if not 0 < self.hop_samples <= self.window_samples:
+            raise ValueError(f"need 0 < hop_ms <= window_ms with at least one sample each, got "
+                             f"window_ms={window_ms}, hop_ms={hop_ms} at {self.sample_rate} Hz")
+        self.window = kernels.synthesis_window(self.window_samples, self.hop_samples)
+        self.engine = InferenceEngine(module, self.window_samples, device, backend, num_threads)
+        kernels.warm_up()
+        self.engine.warm_up(rows=2)
+        self._stats = ProcessorStats()
+        self._stream: StreamState | None = None
+
+    @property
+    def latency_samples(self) -> int:
+        """Delay of streaming output, in samples at ``sample_rate``."""
+        return self.window_samples - 1
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / self.sample_rate
+
+    @property
+    def backend(self) -> str:
+        return self.engine.backend
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def stats(self) -> ProcessorStats:
+        return replace(self._stats)
+
+    def reset(self) -> None:
+        """Forget the stream: the next ``reset=False`` block starts from silence."""
+        if self._stream is not None:
+            self._stream.clear()
+
+    def prepare(self, channels: int, block_samples: int) -> None:
+        """Allocate streaming buffers for ``channels`` and blocks up to ``block_samples`` now,
+        so the first audio callback does not (optional)."""
+        if self._stream is None or self._stream.channels != channels:
+            self._stream = StreamState(channels, self.window, self.hop_samples, block_samples)
+        elif block_samples > self._stream.capacity:
+            self._stream._allocate(block_samples)
+        frames = (block_samples - 1) // self.hop_samples + 1
+        self.engine.warm_up(rows=channels * frames)
+
+    def _check_rate(self, sample_rate: float) -> None:
+        if sample_rate != self.sample_rate:
+            raise ValueError(f"this model runs at {self.sample_rate} Hz, got sample_rate="
+                             f"{sample_rate}; resample the input to {self.sample_rate} Hz "
+                             "first (rtbwe.extend() and `rtbwe process` do it for you)")
+
+    def process(self, input_array: np.ndarray, sample_rate: float, buffer_size: int = 8192,
+                reset: bool = True) -> np.ndarray:
+        """Extend ``input_array`` float32 (channels, samples) or (samples,); same layout out.
+
+        ``reset=True``: whole buffer, latency compensated, same length; NaN/Inf raises.
+        ``reset=False``: one block of a stream; same length out, delayed by
+        ``latency_samples``; NaN/Inf become zeros (counted in ``stats``), never raises on
+        audio content. ``buffer_size`` bounds the samples per network batch offline.
+        """
+        self._check_rate(sample_rate)
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1 sample, got {buffer_size}")
+        audio, mono = as_channels_first(input_array)
+        channels, n = audio.shape
+        self._stats.blocks += 1
+        self._stats.input_samples += n
+        if reset:
+            self.reset()
+            bad = first_nonfinite(audio)
+            if bad is not None:
+                raise ValueError(f"input has NaN/Inf at sample {bad[1]} (channel {bad[0]}); "
+                                 "clean it first (e.g. np.nan_to_num) or stream it with "
+                                 "reset=False, which replaces such samples with zeros")
+            out = (process_offline(audio, self.engine, self.window, self.hop_samples,
+                                   buffer_size, self._stats) if n else audio.copy())
+        else:
+            if self._stream is None:
+                self._stream = StreamState(channels, self.window, self.hop_samples, n)
+            elif self._stream.channels != channels:
+                raise ValueError(f"this stream has {self._stream.channels} channel(s) but the "
+                                 f"block has {channels}; call reset() or pass reset=True "
+                                 "before changing the channel count")
+            out = self._stream.process(audio, self.engine, self._stats)
+        return out[0] if mono else out
+
+    __call__ = process
+
+    def __repr__(self) -> str:
+        return (f"BandwidthExtender(sample_rate={self.sample_rate}, window_samples="
+                f"{self.window_samples}, hop_samples={self.hop_samples}, latency_samples="
+                f"{self.latency_samples}, backend={self.backend!r}, device='{self.device}')")
+
+
+def resample(audio: np.ndarray, source_rate: float, target_rate: float) -> np.ndarray:
+    """Resample (channels, n) float32 with pedalboard's latency-compensated StreamResampler;
+    the result has exactly ``round(n * target_rate / source_rate)`` samples."""
+    if source_rate == target_rate:
+        return audio
+    from pedalboard.io import StreamResampler
+
+    resampler = StreamResampler(float(source_rate), float(target_rate), audio.shape[0])
+    out = np.concatenate([resampler.process(np.ascontiguousarray(audio)), resampler.process()],
+                         axis=1)
+    length = int(round(audio.shape[1] * target_rate / source_rate))
+    if out.shape[1] < length:
+        out = np.pad(out, ((0, 0), (0, length - out.shape[1])))
+    return np.ascontiguousarray(out[:, :length], dtype=np.float32)
+
+
+def extend(audio: np.ndarray, sample_rate: float, model: str | Path | nn.Module = "default",
+           **options) -> np.ndarray:
+    """Offline convenience: audio (channels, n) or (n,) at any ``sample_rate`` -> extended
+    audio at the model's rate (48 kHz for shipped models), same duration and layout.
+
+    ``options`` go to :class:`BandwidthExtender` (``device``, ``backend``, ``window_ms``...).
+    """
+    bwe = BandwidthExtender(model, **options)
+    signal, mono = as_channels_first(audio)
+    signal = resample(signal, sample_rate, bwe.sample_rate)
+    out = bwe.process(signal, bwe.sample_rate)
+    return out[0] if mono else out

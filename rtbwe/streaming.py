@@ -1,0 +1,165 @@
+"""The windowed data path: framing kernel -> engine (one batch) -> overlap-add kernel.
+
+Both forms below compute the same signal ``y``, so streaming output equals offline output
+shifted by the latency, for any block partition.
+
+Geometry (``W`` = window_samples, ``H`` = hop_samples, ``x[t] = 0`` for ``t < 0``)::
+
+    frame k covers input samples [k*H - (W - H), (k + 1)*H)
+    y[t] = sum_k w[t - start_k] * model(frame k)[t - start_k] / sum_k w[t - start_k]
+
+    frame 0: |zeros(W-H) x[0:H]|
+    frame 1:          |x[0:W]   |          frame k is complete once x[(k+1)*H - 1] arrived,
+    frame 2:              |x[H:H+W] |      and y[t] is final once every frame covering t is.
+
+A streaming call that ends just before a hop boundary has finished ``y`` up to ``W - 1``
+samples ago, and no block partition needs more, so ``latency_samples = W - 1``.
+Output at stream time ``t`` is ``y[t - latency_samples]`` and zero before that.
+
+Offline, the signal is followed by zeros so every frame covering ``y[0:n]`` exists; all
+those frames run in batches of ``buffer_size`` samples' worth of windows.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .engine import InferenceEngine
+
+
+@dataclass
+class ProcessorStats:
+    """Counters a :class:`~rtbwe.processor.BandwidthExtender` keeps; ``reset()`` keeps them."""
+
+    blocks: int = 0                    # process() calls
+    input_samples: int = 0             # samples per channel seen
+    windows: int = 0                   # windows run through the network (all channels)
+    batches: int = 0                   # network calls
+    largest_batch: int = 0             # most windows in one network call
+    nonfinite_input_samples: int = 0   # NaN/Inf input samples replaced by 0 (streaming)
+    nonfinite_output_samples: int = 0  # NaN/Inf network outputs replaced by 0
+    engine_seconds: float = 0.0        # wall time inside the network
+
+    def count_batch(self, rows: int, seconds: float) -> None:
+        self.batches += 1
+        self.windows += rows
+        self.largest_batch = max(self.largest_batch, rows)
+        self.engine_seconds += seconds
+
+
+def run_batch(engine: InferenceEngine, frames: np.ndarray, rows: int,
+              stats: ProcessorStats) -> None:
+    """Network on ``frames[:rows]`` in place; non-finite outputs become 0 and are counted."""
+    started = time.perf_counter()
+    engine.run(frames, rows, frames)
+    stats.count_batch(rows, time.perf_counter() - started)
+    stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
+
+
+def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
+                    hop_samples: int, buffer_size: int, stats: ProcessorStats) -> np.ndarray:
+    """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
+
+    Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
+    """
+    channels, n = audio.shape
+    window_samples = window.shape[0]
+    context = window_samples - hop_samples
+    num_frames = (n - 1 + context) // hop_samples + 1
+    padded_samples = (num_frames - 1) * hop_samples + window_samples
+    padded = np.zeros((channels, padded_samples), np.float32)
+    padded[:, context:context + n] = audio
+    acc = np.zeros((channels, padded_samples), np.float32)
+    weight_sum = np.zeros(padded_samples, np.float32)
+    group = max(1, buffer_size // hop_samples)
+    frames = np.empty((channels * min(group, num_frames), window_samples), np.float32)
+    for first in range(0, num_frames, group):
+        count = min(group, num_frames - first)
+        start = first * hop_samples
+        kernels.frame_signal(padded, start, hop_samples, count, frames)
+        run_batch(engine, frames, channels * count, stats)
+        kernels.overlap_add(frames, count, window, hop_samples, acc, weight_sum, start)
+    out = np.empty((channels, n), np.float32)
+    kernels.normalise(acc, weight_sum, context, n, out, 0)
+    return out
+
+
+class StreamState:
+    """Preallocated buffers of one stream; :meth:`process` is the per-block hot path.
+
+    Buffers grow (once) when a block longer than any before arrives; otherwise a call
+    allocates nothing but the returned array.
+    """
+
+    def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
+                 block_samples: int = 8192):
+        self.channels = channels
+        self.window = window
+        self.window_samples = window.shape[0]
+        self.hop_samples = hop_samples
+        self.context_samples = self.window_samples - hop_samples
+        self.latency_samples = self.window_samples - 1
+        self.capacity = 0
+        self._allocate(max(1, block_samples))
+        self.clear()
+
+    def _allocate(self, block_samples: int) -> None:
+        """Size every buffer for blocks of up to ``block_samples`` samples."""
+        w, h, c = self.window_samples, self.hop_samples, self.channels
+        max_frames = (block_samples - 1) // h + 1
+        old = self.__dict__.copy() if self.capacity else None
+        self.inbuf = np.zeros((c, w - 1 + block_samples), np.float32)
+        self.frames = np.zeros((c * max_frames, w), np.float32)
+        self.acc = np.zeros((c, (max_frames - 1) * h + w), np.float32)
+        self.weight_sum = np.zeros((max_frames - 1) * h + w, np.float32)
+        self.outbuf = np.zeros((c, self.latency_samples + max_frames * h + block_samples),
+                               np.float32)
+        if old is not None:  # keep the stream's contents when growing
+            self.inbuf[:, :self.in_fill] = old["inbuf"][:, :self.in_fill]
+            self.acc[:, :self.context_samples] = old["acc"][:, :self.context_samples]
+            self.weight_sum[:self.context_samples] = old["weight_sum"][:self.context_samples]
+            self.outbuf[:, :self.out_fill] = old["outbuf"][:, :self.out_fill]
+        self.capacity = block_samples
+
+    def clear(self) -> None:
+        """Back to silence: input history zeros, nothing accumulated, output primed with
+        ``latency_samples`` zeros."""
+        for buffer in (self.inbuf, self.frames, self.acc, self.weight_sum, self.outbuf):
+            buffer.fill(0.0)
+        self.in_fill = self.context_samples  # the W - H zeros before x[0]
+        self.out_fill = self.latency_samples
+        self.discard = self.context_samples  # y[-(W-H):0] is finished first and dropped
+
+    def process(self, block: np.ndarray, engine: InferenceEngine,
+                stats: ProcessorStats) -> np.ndarray:
+        """block (channels, n) float32 C-contiguous -> (channels, n), delayed by
+        ``latency_samples``. Non-finite input samples become 0 and are counted; never raises
+        on audio content."""
+        n = block.shape[1]
+        if n > self.capacity:
+            self._allocate(n)
+        w, h = self.window_samples, self.hop_samples
+        stats.nonfinite_input_samples += kernels.copy_sanitised(block, self.inbuf, self.in_fill)
+        self.in_fill += n
+        num_frames = (self.in_fill - w) // h + 1 if self.in_fill >= w else 0
+        if num_frames:
+            kernels.frame_signal(self.inbuf, 0, h, num_frames, self.frames)
+            consumed = num_frames * h
+            self.in_fill -= consumed
+            kernels.shift_left(self.inbuf, consumed, self.in_fill)
+            run_batch(engine, self.frames, self.channels * num_frames, stats)
+            kernels.overlap_add(self.frames, num_frames, self.window, h, self.acc,
+                                self.weight_sum, 0)
+            skip = min(self.discard, consumed)  # samples of y before t = 0
+            self.discard -= skip
+            kernels.normalise(self.acc, self.weight_sum, skip, consumed - skip, self.outbuf,
+                              self.out_fill)
+            self.out_fill += consumed - skip
+            kernels.shift_accumulator(self.acc, self.weight_sum, consumed, self.context_samples)
+        result = self.outbuf[:, :n].copy()
+        self.out_fill -= n
+        kernels.shift_left(self.outbuf, n, self.out_fill)
+        return result
