@@ -1,6 +1,6 @@
 """Framing and weighted overlap-add kernels for the streaming processor (``rtbwe.kernels``).
 
-Numba (``cache=True``) kernels in :mod:`.framing` and :mod:`.overlap_add`, each with a plain
+Numba (``cache=True``) kernels in :mod:`.framing` and :mod:`.overlap`, each with a plain
 NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts so the first
 block does not pay for compilation or cache loading.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .framing import copy_sanitised, frame_signal, replace_nonfinite, shift_left
-from .overlap_add import normalise, overlap_add, shift_accumulator
+from .overlap import normalise, overlap_add, shift_accumulator
 
 __all__ = ["frame_signal", "copy_sanitised", "replace_nonfinite", "shift_left", "overlap_add",
            "normalise", "shift_accumulator", "synthesis_window", "warm_up"]

@@ -1,6 +1,6 @@
 """Plain NumPy twins of the Numba kernels, with the same signatures and semantics.
 
-They are the specification the tests compare :mod:`framing` and :mod:`overlap_add` against,
+They are the specification the tests compare :mod:`framing` and :mod:`overlap` against,
 and the baseline the kernel benchmarks measure the speed-up over. Not used in the hot path.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
 
 def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_samples: int,
                 acc: np.ndarray, weight_sum: np.ndarray, start: int) -> None:
-    """Weighted overlap-add of channel-major ``frames`` into ``acc`` (see overlap_add.py)."""
+    """Weighted overlap-add of channel-major ``frames`` into ``acc`` (see overlap.py)."""
     channels = acc.shape[0]
     window_samples = window.shape[0]
     if num_frames > 0 and start + (num_frames - 1) * hop_samples + window_samples > acc.shape[1]:

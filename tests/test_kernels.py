@@ -1,0 +1,153 @@
+"""Numba kernels against their plain NumPy twins, and the overlap-add identities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rtbwe import kernels
+from rtbwe.kernels import framing, overlap, reference
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm():
+    kernels.warm_up()
+
+
+geometry = st.tuples(st.integers(1, 3), st.integers(2, 64), st.integers(1, 64),
+                     st.integers(1, 6), st.integers(0, 5), st.integers(0, 2**31 - 1))
+
+
+def _case(channels, window, hop, num_frames, start, seed):
+    hop = min(hop, window)
+    rng = np.random.default_rng(seed)
+    samples = start + (num_frames - 1) * hop + window
+    signal = rng.standard_normal((channels, samples)).astype(np.float32)
+    return rng, hop, signal
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometry)
+def test_frame_signal_matches_reference(case):
+    channels, window, hop, num_frames, start, seed = case
+    _, hop, signal = _case(*case)
+    fast = np.full((channels * num_frames + 1, window), 7.0, np.float32)
+    slow = fast.copy()
+    framing.frame_signal(signal, start, hop, num_frames, fast)
+    reference.frame_signal(signal, start, hop, num_frames, slow)
+    np.testing.assert_array_equal(fast, slow)
+    # row c * num_frames + f is channel c, frame f
+    c, f = channels - 1, num_frames - 1
+    np.testing.assert_array_equal(fast[c * num_frames + f],
+                                  signal[c, start + f * hop:start + f * hop + window])
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometry)
+def test_overlap_add_and_normalise_match_reference(case):
+    channels, window, hop, num_frames, start, seed = case
+    rng, hop, _ = _case(*case)
+    frames = rng.standard_normal((channels * num_frames, window)).astype(np.float32)
+    win = kernels.synthesis_window(window, hop)
+    capacity = start + (num_frames - 1) * hop + window + 3
+    acc_fast = rng.standard_normal((channels, capacity)).astype(np.float32)
+    ws_fast = rng.random(capacity).astype(np.float32) + 0.1
+    acc_slow, ws_slow = acc_fast.copy(), ws_fast.copy()
+    overlap.overlap_add(frames, num_frames, win, hop, acc_fast, ws_fast, start)
+    reference.overlap_add(frames, num_frames, win, hop, acc_slow, ws_slow, start)
+    np.testing.assert_allclose(acc_fast, acc_slow, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ws_fast, ws_slow, rtol=1e-6, atol=1e-6)
+    out_fast = np.zeros((channels, capacity + 2), np.float32)
+    out_slow = out_fast.copy()
+    overlap.normalise(acc_fast, ws_fast, 1, capacity - 1, out_fast, 2)
+    reference.normalise(acc_slow, ws_slow, 1, capacity - 1, out_slow, 2)
+    np.testing.assert_allclose(out_fast, out_slow, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(geometry)
+def test_frame_then_overlap_add_reconstructs_signal(case):
+    """Weighted OLA of unmodified frames divided by summed weights is the identity."""
+    channels, window, hop, num_frames, start, seed = case
+    _, hop, signal = _case(*case)
+    frames = np.zeros((channels * num_frames, window), np.float32)
+    kernels.frame_signal(signal, start, hop, num_frames, frames)
+    acc = np.zeros_like(signal)
+    weight_sum = np.zeros(signal.shape[1], np.float32)
+    kernels.overlap_add(frames, num_frames, kernels.synthesis_window(window, hop), hop, acc,
+                        weight_sum, start)
+    covered = (num_frames - 1) * hop + window
+    out = np.zeros((channels, covered), np.float32)
+    kernels.normalise(acc, weight_sum, start, covered, out, 0)
+    np.testing.assert_allclose(out, signal[:, start:start + covered], rtol=1e-5, atol=1e-6)
+
+
+def test_normalise_refuses_gaps_between_windows():
+    """hop > window leaves samples no window covers: the kernel must say so, not divide by 0."""
+    acc = np.ones((1, 10), np.float32)
+    weight_sum = np.ones(10, np.float32)
+    weight_sum[6] = 0.0
+    out = np.zeros((1, 10), np.float32)
+    for impl in (overlap, reference):
+        with pytest.raises(ValueError, match="not > 0"):
+            impl.normalise(acc, weight_sum, 0, 10, out, 0)
+        impl.normalise(acc, weight_sum, 0, 6, out, 0)  # the covered part is fine
+
+
+def test_synthesis_window_is_positive_and_sums_to_one_at_half_overlap():
+    win = kernels.synthesis_window(960, 480)
+    assert win.dtype == np.float32 and win.min() > 0
+    np.testing.assert_allclose(win[:480] + win[480:], 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="hop_samples <= window_samples"):
+        kernels.synthesis_window(100, 200)
+
+
+def test_bounds_are_checked():
+    signal = np.zeros((1, 100), np.float32)
+    frames = np.zeros((4, 50), np.float32)
+    with pytest.raises(ValueError, match="past the signal"):
+        framing.frame_signal(signal, 0, 30, 3, frames)  # last frame ends at 110
+    with pytest.raises(ValueError, match="too few rows"):
+        framing.frame_signal(np.zeros((2, 200), np.float32), 0, 30, 3, frames)
+    with pytest.raises(ValueError, match="past the accumulator"):
+        overlap.overlap_add(frames, 3, np.ones(50, np.float32), 30, signal,
+                                np.zeros(100, np.float32), 0)
+
+
+@pytest.mark.parametrize("impl", [framing, reference], ids=["numba", "numpy"])
+def test_copy_sanitised_and_replace_nonfinite(impl):
+    source = np.array([[1.0, np.nan, 3.0, np.inf], [-np.inf, 2.0, 0.5, -1.0]], np.float32)
+    dest = np.full((2, 7), 9.0, np.float32)
+    assert impl.copy_sanitised(source, dest, 2) == 3
+    np.testing.assert_array_equal(dest, [[9, 9, 1, 0, 3, 0, 9], [9, 9, 0, 2, .5, -1, 9]])
+    buffer = source.copy()
+    assert impl.replace_nonfinite(buffer, 1) == 2  # only the first row
+    assert np.isfinite(buffer[0]).all() and np.isinf(buffer[1, 0])
+
+
+@pytest.mark.parametrize("impl", [framing, reference], ids=["numba", "numpy"])
+def test_shift_left_moves_and_zeroes(impl):
+    buffer = np.arange(20, dtype=np.float32).reshape(2, 10)
+    impl.shift_left(buffer, 3, 5)
+    np.testing.assert_array_equal(buffer[0], [3, 4, 5, 6, 7, 0, 0, 0, 8, 9])
+    np.testing.assert_array_equal(buffer[1], [13, 14, 15, 16, 17, 0, 0, 0, 18, 19])
+
+
+def test_shift_accumulator_matches_reference():
+    rng = np.random.default_rng(1)
+    acc = rng.standard_normal((2, 12)).astype(np.float32)
+    ws = rng.random(12).astype(np.float32)
+    acc2, ws2 = acc.copy(), ws.copy()
+    overlap.shift_accumulator(acc, ws, 4, 5)
+    reference.shift_accumulator(acc2, ws2, 4, 5)
+    np.testing.assert_array_equal(acc, acc2)
+    np.testing.assert_array_equal(ws, ws2)
+    assert ws[5:9].sum() == 0 and ws[0] == ws2[0]
+
+
+def test_kernels_compile_once_and_are_cached():
+    """cache=True and lazily typed: after warm-up each kernel has exactly one specialisation
+    for the processor's types, so audio blocks never trigger a compile."""
+    for kernel in (framing.frame_signal, overlap.overlap_add, overlap.normalise):
+        assert kernel._cache.__class__.__name__ != "NullCache"
+        assert len(kernel.signatures) == 1, kernel.signatures
