@@ -148,6 +148,7 @@ class BandwidthExtender:
         self.engine.warm_up(rows=2)
         self._stats = ProcessorStats()
         self._stream: StreamState | None = None
+        self._fresh = True
 
     @property
     def latency_samples(self) -> int:
@@ -174,6 +175,7 @@ class BandwidthExtender:
         """Forget the stream: the next ``reset=False`` block starts from silence."""
         if self._stream is not None:
             self._stream.clear()
+        self._fresh = True  # the next stream may have another channel count
 
     def prepare(self, channels: int, block_samples: int) -> None:
         """Allocate streaming buffers for ``channels`` and blocks up to ``block_samples`` now,
@@ -217,12 +219,13 @@ class BandwidthExtender:
             out = (process_offline(audio, self.engine, self.window, self.hop_samples,
                                    buffer_size, self._stats) if n else audio.copy())
         else:
-            if self._stream is None:
+            if self._stream is None or (self._fresh and self._stream.channels != channels):
                 self._stream = StreamState(channels, self.window, self.hop_samples, n)
             elif self._stream.channels != channels:
                 raise ValueError(f"this stream has {self._stream.channels} channel(s) but the "
                                  f"block has {channels}; call reset() or pass reset=True "
                                  "before changing the channel count")
+            self._fresh = False
             out = self._stream.process(audio, self.engine, self._stats)
         return out[0] if mono else out
 
