@@ -1,0 +1,78 @@
+"""``rtbwe live`` (microphone to speakers) and ``rtbwe devices``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_processor(model: str, device: str, sample_rate: int | None = None):
+    """``BandwidthExtender`` for ``--model``; ``identity`` runs the audio path with no network."""
+    import torch
+
+    from .processor import BandwidthExtender
+
+    module = torch.nn.Identity() if model == "identity" else model
+    return BandwidthExtender(module, sample_rate=sample_rate, device=device)
+
+
+def live(args: argparse.Namespace) -> int:
+    from .live import LiveSession
+    from .live_device import LiveAudioError, run_live
+    from .weights import ModelLoadingError
+
+    try:
+        processor = build_processor(args.model, args.device, args.sample_rate)
+    except ModelLoadingError as err:
+        print(f"rtbwe live: {err}\n(`--model identity` checks the audio path without a model)",
+              file=sys.stderr)
+        return 2
+    session = LiveSession(processor, processor.sample_rate, args.block_size,
+                          channels=args.channels, buffer_blocks=args.buffer_blocks,
+                          fallback=args.fallback)
+    print(f"rtbwe live: {processor!r}\nblock {args.block_size} frames, {args.buffer_blocks} "
+          f"blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
+          "Ctrl-C stops.", file=sys.stderr)
+    try:
+        summary = run_live(session, args.input, args.output, args.duration)
+    except LiveAudioError as err:
+        print(f"rtbwe live: {err}", file=sys.stderr)
+        return 2
+    print(f"stopped{' (Ctrl-C)' if summary['interrupted'] else ''}: {summary['callbacks']} "
+          f"callbacks, xruns {summary['xruns']}, late {summary['late_blocks']} blocks, dropped "
+          f"{summary['dropped_frames']} frames, worker load {summary['worker_load']:.0%}",
+          file=sys.stderr)
+    return 0
+
+
+def devices(args: argparse.Namespace) -> int:
+    from .live_device import LiveAudioError, list_devices
+
+    try:
+        print(list_devices())
+    except LiveAudioError as err:
+        print(f"rtbwe devices: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="live bandwidth extension, microphone to speakers")
+    p.add_argument("--input", default=None, help="input device: index or name substring "
+                   "(default: the system default; see `rtbwe devices`)")
+    p.add_argument("--output", default=None, help="output device: index or name substring")
+    p.add_argument("--block-size", type=int, default=256, help="frames per audio callback "
+                   "(default 256; 64-512 typical)")
+    p.add_argument("--model", default="default", help="model name or weights path; "
+                   "'identity' tests the audio path without a network")
+    p.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
+    p.add_argument("--channels", type=int, default=1, help="channels in and out (default 1)")
+    p.add_argument("--buffer-blocks", type=int, default=2, help="blocks queued between worker "
+                   "and speakers (default 2); more survives a slower CPU, at block-size latency each")
+    p.add_argument("--fallback", choices=("dry", "silence"), default="dry",
+                   help="what plays when inference is late (default: the dry input, delayed)")
+    p.add_argument("--sample-rate", type=int, default=None, help="stream rate (default: the "
+                   "model's, 48000)")
+    p.set_defaults(func=live)
+    d = sub.add_parser("devices", help="list audio devices for `rtbwe live`")
+    d.set_defaults(func=devices)
