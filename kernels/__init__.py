@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .framing import copy_sanitised, frame_signal, replace_nonfinite, shift_left
-from .overlap import normalise, overlap_add, shift_accumulator
+from .framing import (copy_sanitised, frame_signal, ingest_and_frame, pop_front,
+                      replace_nonfinite, shift_left)
+from .overlap import accumulate_and_emit, normalise, overlap_add, shift_accumulator
 
 __all__ = ["frame_signal", "copy_sanitised", "replace_nonfinite", "shift_left", "overlap_add",
-           "normalise", "shift_accumulator", "synthesis_window", "warm_up"]
+           "normalise", "shift_accumulator", "ingest_and_frame", "accumulate_and_emit",
+           "pop_front", "synthesis_window", "warm_up"]
 
 _warm = False
 
@@ -49,4 +51,10 @@ def warm_up() -> None:
     overlap_add(frames, 2, window, 4, acc, weight_sum, 0)
     normalise(acc, weight_sum, 0, 8, signal, 0)
     shift_accumulator(acc, weight_sum, 4, 8)
+    inbuf = np.zeros((2, 16), np.float32)
+    ingest_and_frame(np.zeros((2, 8), np.float32), inbuf, 4, 4, frames)
+    acc[:] = 0.0
+    weight_sum[:] = 0.0
+    accumulate_and_emit(frames, 2, window, 4, acc, weight_sum, 1, signal, 0)
+    pop_front(signal, 16, np.zeros((2, 3), np.float32))
     _warm = True

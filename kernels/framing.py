@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def frame_signal(signal: np.ndarray, start: int, hop_samples: int, num_frames: int,
                  frames: np.ndarray) -> None:
     """Copy ``num_frames`` windows per channel out of ``signal`` into ``frames``.
@@ -43,7 +43,7 @@ def frame_signal(signal: np.ndarray, start: int, hop_samples: int, num_frames: i
                 frames[row, i] = signal[c, offset + i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def copy_sanitised(source: np.ndarray, dest: np.ndarray, dest_start: int) -> int:
     """Copy ``source`` (channels, n) into ``dest[:, dest_start:dest_start + n]``, writing 0
     for every NaN or +-Inf sample. Returns how many samples were replaced."""
@@ -62,7 +62,7 @@ def copy_sanitised(source: np.ndarray, dest: np.ndarray, dest_start: int) -> int
     return replaced
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def replace_nonfinite(buffer: np.ndarray, rows: int) -> int:
     """Zero NaN/Inf samples in the first ``rows`` rows of ``buffer`` (rows, samples) in place.
     Returns how many samples were replaced."""
@@ -75,7 +75,7 @@ def replace_nonfinite(buffer: np.ndarray, rows: int) -> int:
     return replaced
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
     """Move ``buffer[:, shift:shift + length]`` to ``buffer[:, :length]`` in place (no temporary)
     and zero ``buffer[:, length:length + shift]``. buffer: (channels, capacity)."""
@@ -86,3 +86,39 @@ def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
             buffer[c, i] = buffer[c, i + shift]
         for i in range(length, length + shift):
             buffer[c, i] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def ingest_and_frame(block: np.ndarray, inbuf: np.ndarray, in_fill: int, hop_samples: int,
+                     frames: np.ndarray) -> tuple[int, int, int]:
+    """One streaming step's input side, fused so a block costs a single kernel call.
+
+    Appends ``block`` (channels, n) to ``inbuf[:, :in_fill]`` (non-finite -> 0), frames every
+    complete window into ``frames`` (rows channel-major), and drops the consumed hops from
+    the front of ``inbuf``. Returns ``(num_frames, new_in_fill, replaced_samples)``.
+    """
+    replaced = copy_sanitised(block, inbuf, in_fill)
+    in_fill += block.shape[1]
+    window_samples = frames.shape[1]
+    num_frames = 0
+    if in_fill >= window_samples:
+        num_frames = (in_fill - window_samples) // hop_samples + 1
+        frame_signal(inbuf, 0, hop_samples, num_frames, frames)
+        consumed = num_frames * hop_samples
+        in_fill -= consumed
+        shift_left(inbuf, consumed, in_fill)
+    return num_frames, in_fill, replaced
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pop_front(buffer: np.ndarray, fill: int, out: np.ndarray) -> int:
+    """Move the first ``out.shape[1]`` samples of ``buffer[:, :fill]`` into ``out`` and shift
+    the rest to the front. Returns the new fill."""
+    n = out.shape[1]
+    if n > fill:
+        raise ValueError("pop_front: fewer samples buffered than requested")
+    for c in range(buffer.shape[0]):
+        for i in range(n):
+            out[c, i] = buffer[c, i]
+    shift_left(buffer, n, fill - n)
+    return fill - n

@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .framing import replace_nonfinite
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_samples: int,
                 acc: np.ndarray, weight_sum: np.ndarray, start: int) -> None:
     """Add windowed ``frames`` into ``acc`` and the window into ``weight_sum``.
@@ -42,7 +44,7 @@ def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_sam
                 acc[c, offset + i] += window[i] * frames[row, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def normalise(acc: np.ndarray, weight_sum: np.ndarray, acc_start: int, num_samples: int,
               out: np.ndarray, out_start: int) -> None:
     """``out[:, out_start + j] = acc[:, acc_start + j] / weight_sum[acc_start + j]`` for
@@ -63,7 +65,7 @@ def normalise(acc: np.ndarray, weight_sum: np.ndarray, acc_start: int, num_sampl
             out[c, out_start + j] = acc[c, acc_start + j] / weight_sum[acc_start + j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, length: int) -> None:
     """Drop the first ``shift`` samples of ``acc``/``weight_sum``, move ``length`` samples to
     the front and zero what follows (in place, no temporary)."""
@@ -78,3 +80,23 @@ def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, lengt
             acc[c, i] = acc[c, i + shift]
         for i in range(length, length + shift):
             acc[c, i] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def accumulate_and_emit(frames: np.ndarray, num_frames: int, window: np.ndarray,
+                        hop_samples: int, acc: np.ndarray, weight_sum: np.ndarray, skip: int,
+                        out: np.ndarray, out_fill: int) -> tuple[int, int]:
+    """One streaming step's output side, fused into a single kernel call.
+
+    Zeroes non-finite network outputs, overlap-adds ``num_frames`` frames at ``acc[:, 0:]``,
+    writes the ``num_frames * hop_samples`` now-final samples (minus the first ``skip``)
+    normalised to ``out[:, out_fill:]`` and keeps the ``window - hop`` partial samples at the
+    front of ``acc``. Returns ``(new_out_fill, replaced_samples)``.
+    """
+    channels = acc.shape[0]
+    replaced = replace_nonfinite(frames, channels * num_frames)
+    overlap_add(frames, num_frames, window, hop_samples, acc, weight_sum, 0)
+    consumed = num_frames * hop_samples
+    normalise(acc, weight_sum, skip, consumed - skip, out, out_fill)
+    shift_accumulator(acc, weight_sum, consumed, window.shape[0] - hop_samples)
+    return out_fill + consumed - skip, replaced

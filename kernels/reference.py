@@ -81,3 +81,37 @@ def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, lengt
         raise ValueError("shift_accumulator: range runs past the buffer")
     shift_left(acc, shift, length)
     shift_left(weight_sum[None, :], shift, length)
+
+
+def ingest_and_frame(block: np.ndarray, inbuf: np.ndarray, in_fill: int, hop_samples: int,
+                     frames: np.ndarray) -> tuple[int, int, int]:
+    replaced = copy_sanitised(block, inbuf, in_fill)
+    in_fill += block.shape[1]
+    window_samples = frames.shape[1]
+    num_frames = 0
+    if in_fill >= window_samples:
+        num_frames = (in_fill - window_samples) // hop_samples + 1
+        frame_signal(inbuf, 0, hop_samples, num_frames, frames)
+        in_fill -= num_frames * hop_samples
+        shift_left(inbuf, num_frames * hop_samples, in_fill)
+    return num_frames, in_fill, replaced
+
+
+def pop_front(buffer: np.ndarray, fill: int, out: np.ndarray) -> int:
+    n = out.shape[1]
+    if n > fill:
+        raise ValueError("pop_front: fewer samples buffered than requested")
+    out[:] = buffer[:, :n]
+    shift_left(buffer, n, fill - n)
+    return fill - n
+
+
+def accumulate_and_emit(frames: np.ndarray, num_frames: int, window: np.ndarray,
+                        hop_samples: int, acc: np.ndarray, weight_sum: np.ndarray, skip: int,
+                        out: np.ndarray, out_fill: int) -> tuple[int, int]:
+    replaced = replace_nonfinite(frames, acc.shape[0] * num_frames)
+    overlap_add(frames, num_frames, window, hop_samples, acc, weight_sum, 0)
+    consumed = num_frames * hop_samples
+    normalise(acc, weight_sum, skip, consumed - skip, out, out_fill)
+    shift_accumulator(acc, weight_sum, consumed, window.shape[0] - hop_samples)
+    return out_fill + consumed - skip, replaced

@@ -141,25 +141,19 @@ class StreamState:
         n = block.shape[1]
         if n > self.capacity:
             self._allocate(n)
-        w, h = self.window_samples, self.hop_samples
-        stats.nonfinite_input_samples += kernels.copy_sanitised(block, self.inbuf, self.in_fill)
-        self.in_fill += n
-        num_frames = (self.in_fill - w) // h + 1 if self.in_fill >= w else 0
+        num_frames, self.in_fill, replaced = kernels.ingest_and_frame(
+            block, self.inbuf, self.in_fill, self.hop_samples, self.frames)
+        stats.nonfinite_input_samples += replaced
         if num_frames:
-            kernels.frame_signal(self.inbuf, 0, h, num_frames, self.frames)
-            consumed = num_frames * h
-            self.in_fill -= consumed
-            kernels.shift_left(self.inbuf, consumed, self.in_fill)
-            run_batch(engine, self.frames, self.channels * num_frames, stats)
-            kernels.overlap_add(self.frames, num_frames, self.window, h, self.acc,
-                                self.weight_sum, 0)
-            skip = min(self.discard, consumed)  # samples of y before t = 0
+            started = time.perf_counter()
+            engine.run(self.frames, self.channels * num_frames, self.frames)
+            stats.count_batch(self.channels * num_frames, time.perf_counter() - started)
+            skip = min(self.discard, num_frames * self.hop_samples)  # y before t = 0
             self.discard -= skip
-            kernels.normalise(self.acc, self.weight_sum, skip, consumed - skip, self.outbuf,
-                              self.out_fill)
-            self.out_fill += consumed - skip
-            kernels.shift_accumulator(self.acc, self.weight_sum, consumed, self.context_samples)
-        result = self.outbuf[:, :n].copy()
-        self.out_fill -= n
-        kernels.shift_left(self.outbuf, n, self.out_fill)
+            self.out_fill, replaced = kernels.accumulate_and_emit(
+                self.frames, num_frames, self.window, self.hop_samples, self.acc,
+                self.weight_sum, skip, self.outbuf, self.out_fill)
+            stats.nonfinite_output_samples += replaced
+        result = np.empty((self.channels, n), np.float32)
+        self.out_fill = kernels.pop_front(self.outbuf, self.out_fill, result)
         return result

@@ -151,3 +151,46 @@ def test_kernels_compile_once_and_are_cached():
     for kernel in (framing.frame_signal, overlap.overlap_add, overlap.normalise):
         assert kernel._cache.__class__.__name__ != "NullCache"
         assert len(kernel.signatures) == 1, kernel.signatures
+    for kernel in (kernels.ingest_and_frame, kernels.accumulate_and_emit, kernels.pop_front):
+        assert len(kernel.signatures) == 1, kernel.signatures
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.sampled_from([(8, 4), (12, 4), (10, 3), (6, 6)]),
+       st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(0, 2**31 - 1))
+def test_fused_streaming_kernels_match_reference(channels, geometry, blocks, seed):
+    """ingest_and_frame / accumulate_and_emit / pop_front over a whole stream, Numba vs NumPy,
+    with NaN/Inf sprinkled in the input."""
+    window, hop = geometry
+    rng = np.random.default_rng(seed)
+    win = kernels.synthesis_window(window, hop)
+    cap = max(blocks)
+    frames_max = (cap - 1) // hop + 1
+    states = []
+    for _ in range(2):
+        states.append(dict(inbuf=np.zeros((channels, window - 1 + cap), np.float32),
+                           frames=np.zeros((channels * frames_max, window), np.float32),
+                           acc=np.zeros((channels, (frames_max - 1) * hop + window), np.float32),
+                           ws=np.zeros((frames_max - 1) * hop + window, np.float32),
+                           out=np.zeros((channels, window + frames_max * hop + cap), np.float32),
+                           in_fill=window - hop, out_fill=window - 1))
+    for size in blocks:
+        block = rng.standard_normal((channels, size)).astype(np.float32)
+        block[rng.random(block.shape) < 0.05] = np.nan
+        results = []
+        for impl, s in zip((kernels, reference), states):
+            num_frames, s["in_fill"], bad_in = impl.ingest_and_frame(
+                block, s["inbuf"], s["in_fill"], hop, s["frames"])
+            bad_out = 0
+            if num_frames:
+                s["frames"][0, 0] = np.inf  # a non-finite "network output"
+                s["out_fill"], bad_out = impl.accumulate_and_emit(
+                    s["frames"], num_frames, win, hop, s["acc"], s["ws"], 0, s["out"],
+                    s["out_fill"])
+            popped = np.empty((channels, size), np.float32)
+            s["out_fill"] = impl.pop_front(s["out"], s["out_fill"], popped)
+            results.append((num_frames, s["in_fill"], s["out_fill"], bad_in, bad_out, popped))
+        fast, slow = results
+        assert fast[:5] == slow[:5]
+        assert np.isfinite(fast[5]).all()
+        np.testing.assert_allclose(fast[5], slow[5], rtol=1e-5, atol=1e-6)

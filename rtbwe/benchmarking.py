@@ -1,0 +1,184 @@
+"""Measurements shared by ``benchmarks/`` (pytest-benchmark) and ``rtbwe bench``.
+
+* :func:`time_streaming` - per-call wall time (p50/p99) of ``process(block, reset=False)``
+  and the streaming RT factor (compute time / audio time), for one extender and block size.
+* :func:`time_kernels` - the hot-path kernel sequence of one streaming call, Numba vs the
+  NumPy reference, in microseconds.
+* :func:`edge_error_db` - how far windowed overlap-add output is from running the network on
+  the whole signal at once (the quality cost of window edges), used to choose window/hop.
+
+Registry models are built with random weights: timings do not depend on the weights.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import kernels
+from .kernels import reference
+from .processor import BandwidthExtender
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    model: str
+    backend: str
+    num_threads: int
+    channels: int
+    block_samples: int
+    block_ms: float        # audio duration of one block: the real-time budget per call
+    p50_ms: float          # median wall time of one process() call
+    p99_ms: float
+    max_ms: float
+    rt_factor: float       # total compute time / audio duration (< 1 keeps up)
+    latency_ms: float      # algorithmic latency (window - 1 sample)
+    calls: int
+
+
+def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
+                   window_ms: float = 20.0, hop_ms: float = 10.0, seed: int = 0
+                   ) -> BandwidthExtender:
+    """An extender around registry model ``model`` with random weights (warning silenced)."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return BandwidthExtender(model, device="cpu", backend=backend, num_threads=num_threads,
+                                 window_ms=window_ms, hop_ms=hop_ms)
+
+
+def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 5.0,
+                   channels: int = 1, model: str = "?", warmup_calls: int = 10) -> StreamTiming:
+    """Stream ``seconds`` of noise through ``bwe`` in blocks of ``block_samples``."""
+    rate = bwe.sample_rate
+    rng = np.random.default_rng(0)
+    calls = max(1, int(seconds * rate) // block_samples)
+    audio = (0.1 * rng.standard_normal((channels, block_samples * (calls + warmup_calls))))
+    audio = audio.astype(np.float32)
+    bwe.reset()
+    bwe.prepare(channels, block_samples)
+    times = np.empty(calls)
+    for i in range(warmup_calls):
+        bwe.process(audio[:, i * block_samples:(i + 1) * block_samples], rate, reset=False)
+    for i in range(calls):
+        start = (warmup_calls + i) * block_samples
+        block = audio[:, start:start + block_samples]
+        begun = time.perf_counter()
+        bwe.process(block, rate, reset=False)
+        times[i] = time.perf_counter() - begun
+    return StreamTiming(
+        model=model, backend=bwe.backend, num_threads=bwe.engine.num_threads or
+        torch.get_num_threads(), channels=channels, block_samples=block_samples,
+        block_ms=1000 * block_samples / rate, p50_ms=1000 * float(np.percentile(times, 50)),
+        p99_ms=1000 * float(np.percentile(times, 99)), max_ms=1000 * float(times.max()),
+        rt_factor=float(times.sum() / (calls * block_samples / rate)),
+        latency_ms=bwe.latency_ms, calls=calls)
+
+
+def _hot_path(impl, block, inbuf, frames, acc, weight_sum, outbuf, result, window, hop):
+    """The kernel calls of one streaming process() call (see rtbwe.streaming)."""
+    num_frames, _, _ = impl.ingest_and_frame(block, inbuf, window.shape[0] - hop, hop, frames)
+    fill, _ = impl.accumulate_and_emit(frames, num_frames, window, hop, acc, weight_sum, 0,
+                                       outbuf, window.shape[0])
+    impl.pop_front(outbuf, fill, result)
+
+
+def time_kernels(channels: int = 2, window_samples: int = 960, hop_samples: int = 480,
+                 num_frames: int = 1, repeats: int = 2000) -> dict[str, float]:
+    """Median microseconds of the per-call kernel sequence, Numba vs NumPy reference."""
+    kernels.warm_up()
+    window = kernels.synthesis_window(window_samples, hop_samples)
+    block_samples = num_frames * hop_samples
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((channels, block_samples)).astype(np.float32)
+    result = {}
+    for name, impl in (("numba", kernels), ("numpy", reference)):
+        inbuf = np.zeros((channels, window_samples - hop_samples + block_samples), np.float32)
+        frames = np.zeros((channels * num_frames, window_samples), np.float32)
+        acc = np.zeros((channels, (num_frames - 1) * hop_samples + window_samples), np.float32)
+        weight_sum = np.zeros(acc.shape[1], np.float32)
+        outbuf = np.zeros((channels, window_samples + 3 * block_samples), np.float32)
+        result_block = np.empty_like(block)
+        args = (impl, block, inbuf, frames, acc, weight_sum, outbuf, result_block, window,
+                hop_samples)
+        for _ in range(20):
+            _hot_path(*args)
+        times = np.empty(repeats)
+        for i in range(repeats):
+            begun = time.perf_counter()
+            _hot_path(*args)
+            times[i] = time.perf_counter() - begun
+        result[f"{name}_us"] = 1e6 * float(np.median(times))
+    result["speedup"] = result["numpy_us"] / result["numba_us"]
+    result.update(channels=channels, num_frames=num_frames, window_samples=window_samples)
+    return result
+
+
+def edge_error_db(model: torch.nn.Module, window_samples: int, hop_samples: int,
+                  seconds: float = 2.0, sample_rate: int = 48000, seed: int = 0) -> float:
+    """Error of windowed overlap-add vs whole-signal inference, in dB relative to the
+    network's own contribution ``model(x) - x`` (lower is better; -inf = no edge effect).
+
+    Uses a band-limited test signal (noise low-passed at 4 kHz) like the real input.
+    """
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(int(seconds * sample_rate))
+    low = sosfilt(butter(8, 4000, fs=sample_rate, output="sos"), noise)
+    x = (0.3 * low / np.abs(low).max()).astype(np.float32)[None]
+    with torch.inference_mode():
+        full = model.eval()(torch.from_numpy(x)[None]).numpy()[0]
+    window_ms = 1000 * window_samples / sample_rate
+    hop_ms = 1000 * hop_samples / sample_rate
+    bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", window_ms=window_ms,
+                            hop_ms=hop_ms)
+    windowed = bwe.process(x, sample_rate)
+    contribution = full - x
+    error = windowed - full
+    margin = window_samples  # the signal's own start/end are edges for both
+    power = float(np.mean(contribution[:, margin:-margin] ** 2))
+    err = float(np.mean(error[:, margin:-margin] ** 2))
+    return 10 * np.log10(err / power) if err > 0 else float("-inf")
+
+
+def streaming_table(timings: list[StreamTiming]) -> str:
+    head = (f"{'model':14s} {'backend':11s} {'thr':>3s} {'ch':>2s} {'block':>6s} "
+            f"{'budget ms':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'RT':>6s} {'latency ms':>10s}")
+    rows = [head, "-" * len(head)]
+    for t in timings:
+        rows.append(f"{t.model:14s} {t.backend:11s} {t.num_threads:3d} {t.channels:2d} "
+                    f"{t.block_samples:6d} {t.block_ms:9.2f} {t.p50_ms:7.2f} {t.p99_ms:7.2f} "
+                    f"{t.rt_factor:6.3f} {t.latency_ms:10.2f}")
+    return "\n".join(rows)
+
+
+def report(models: list[str], backends: list[str], threads: list[int],
+           block_samples: list[int], seconds: float = 5.0, window_ms: float = 20.0,
+           hop_ms: float = 10.0, channels: int = 1) -> str:
+    """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups."""
+    timings = []
+    for model in models:
+        for backend in backends:
+            for num_threads in threads:
+                bwe = build_extender(model, backend, num_threads, window_ms, hop_ms)
+                for block in block_samples:
+                    timings.append(time_streaming(bwe, block, seconds, channels, model))
+    lines = [f"streaming at {bwe.sample_rate} Hz, window {bwe.window_samples} / hop "
+             f"{bwe.hop_samples} samples, algorithmic latency {bwe.latency_ms:.2f} ms "
+             f"(torch {torch.__version__}, {torch.get_num_threads()} threads now)",
+             streaming_table(timings), "",
+             "kernels per streaming call (2 ch): Numba vs NumPy reference"]
+    for frames in (1, 17):
+        k = time_kernels(num_frames=frames, window_samples=bwe.window_samples,
+                         hop_samples=bwe.hop_samples, repeats=500)
+        lines.append(f"  {frames:2d} window(s)/call: numba {k['numba_us']:8.1f} us   numpy "
+                     f"{k['numpy_us']:8.1f} us   speed-up {k['speedup']:5.1f}x")
+    return "\n".join(lines)
+
+
+def as_dict(timing: StreamTiming) -> dict:
+    return asdict(timing)
