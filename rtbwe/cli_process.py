@@ -75,7 +75,7 @@ def extend_file(input_path: Path, output_path: Path, bwe, show_progress: bool | 
     with open_input(input_path) as source:
         channels, source_rate = source.num_channels, source.samplerate
         reader = source.resampled_to(rate)
-        total = reader.frames
+        total = int(round(source.frames * rate / source_rate))  # the same duration
         duration_s = total / rate
         if show_progress is None:
             show_progress = duration_s > PROGRESS_MIN_SECONDS
@@ -101,9 +101,13 @@ def extend_file(input_path: Path, output_path: Path, bwe, show_progress: bool | 
                     except Exception as err:
                         raise CliError(f"{input_path} is corrupt or truncated near "
                                        f"{position / rate:.2f} s: {err}") from None
-                    if chunk.shape[1] == 0:  # the decoder found less audio than announced
-                        total = position
-                        continue
+                    if chunk.shape[1] == 0:
+                        missing = total - position
+                        if missing > rate // 100:  # the decoder found less than announced
+                            total = position
+                            continue
+                        # the resampler's rounding: pad the last few samples with silence
+                        chunk = np.zeros((channels, missing), np.float32)
                 else:  # flush the latency with zeros
                     chunk = np.zeros((channels, total + bwe.latency_samples - position),
                                      np.float32)
