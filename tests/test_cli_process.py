@@ -5,17 +5,27 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 from rtbwe import cli, cli_process, models
 from rtbwe.processor import BandwidthExtender
+
+
+def random_tiny(seed: int = 0) -> nn.Module:
+    """The tiny ARUNet with every layer random, including the output conv (which the
+    registry may zero-initialise so that untrained nets start as the identity)."""
+    torch.manual_seed(seed)
+    net = models.build("tiny").eval()
+    nn.init.normal_(net.out.weight, std=0.2)
+    nn.init.normal_(net.out.bias, std=0.05)
+    return net
 
 
 @pytest.fixture(scope="module")
 def tiny_card(tmp_path_factory):
     import rtbwe
 
-    torch.manual_seed(0)
-    net = models.build("tiny").eval()
+    net = random_tiny(0)
     stem = tmp_path_factory.mktemp("weights") / "tiny"
     return rtbwe.save_model(net, stem, {"model_class": "ARUNet", "sample_rate": 48000,
                                         "model_kwargs": models.build_kwargs("tiny")[1]})

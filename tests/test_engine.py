@@ -16,10 +16,19 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (cuda-graph backend); none visible")
 
 
+def random_tiny(seed: int = 0) -> nn.Module:
+    """The tiny ARUNet with every layer random, including the output conv (which the
+    registry may zero-initialise so that untrained nets start as the identity)."""
+    torch.manual_seed(seed)
+    net = models.build("tiny").eval()
+    nn.init.normal_(net.out.weight, std=0.2)
+    nn.init.normal_(net.out.bias, std=0.05)
+    return net
+
+
 @pytest.fixture(scope="module")
 def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return models.build("tiny").eval()
+    return random_tiny(0)
 
 
 def _frames(rows: int, seed: int = 0) -> np.ndarray:

@@ -14,10 +14,19 @@ from rtbwe.processor import BandwidthExtender, extend
 RATE = 48000
 
 
+def random_tiny(seed: int = 0) -> nn.Module:
+    """The tiny ARUNet with every layer random, including the output conv (which the
+    registry may zero-initialise so that untrained nets start as the identity)."""
+    torch.manual_seed(seed)
+    net = models.build("tiny").eval()
+    nn.init.normal_(net.out.weight, std=0.2)
+    nn.init.normal_(net.out.bias, std=0.05)
+    return net
+
+
 @pytest.fixture(scope="module")
 def tiny_bwe() -> BandwidthExtender:
-    torch.manual_seed(0)
-    return BandwidthExtender(models.build("tiny").eval(), num_threads=1)
+    return BandwidthExtender(random_tiny(0), num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +253,7 @@ def test_registry_name_builds_random_weights_with_a_warning():
 
 
 def test_saved_weights_bring_their_sample_rate(tmp_path):
-    net = models.build("tiny").eval()
+    net = random_tiny(2)
     card = rtbwe.save_model(net, tmp_path / "tiny16k", {
         "model_class": "ARUNet", "model_kwargs": models.build_kwargs("tiny")[1],
         "sample_rate": 16000})
@@ -259,8 +268,7 @@ def test_saved_weights_bring_their_sample_rate(tmp_path):
 def test_torchscript_file_as_model(tmp_path):
     from rtbwe.engine import export_torchscript
 
-    torch.manual_seed(1)
-    net = models.build("tiny").eval()
+    net = random_tiny(1)
     path = export_torchscript(net, tmp_path / "tiny.ts", 960, RATE)
     x = _noise((2, 4000), seed=2)
     np.testing.assert_allclose(BandwidthExtender(path).process(x, RATE),

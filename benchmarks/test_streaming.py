@@ -1,0 +1,64 @@
+"""Per-hop latency (p50/p99) and streaming RT factor per model, backend, threads, block size.
+
+Budget per call = the block's audio duration; RT factor = compute time / audio time.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from rtbwe.benchmarking import build_extender
+
+RATE = 48000
+SECONDS = 4.0
+
+GRID = [
+    *[("arunet-small", backend, threads, block)
+      for backend in ("eager", "torchscript") for threads in (1, 2) for block in (480, 128, 2048)],
+    *[("tiny", backend, 1, 480) for backend in ("eager", "torchscript")],
+    ("arunet", "eager", 2, 480),  # the paper-size network, once
+]
+
+
+def _id(case):
+    return "-".join(map(str, case))
+
+
+@pytest.mark.parametrize("model, backend, threads, block", GRID, ids=map(_id, GRID))
+@pytest.mark.parametrize("channels", [1])
+def test_streaming(benchmark, record, model, backend, threads, block, channels):
+    bwe = build_extender(model, backend, threads)
+    calls = int(SECONDS * RATE) // block if model != "arunet" else 50
+    rng = np.random.default_rng(0)
+    blocks = [np.ascontiguousarray(0.1 * rng.standard_normal((channels, block)),
+                                   dtype=np.float32) for _ in range(64)]
+    bwe.prepare(channels, block)
+    feed = itertools.cycle(blocks)
+
+    def one_call():
+        bwe.process(next(feed), RATE, reset=False)
+
+    benchmark.pedantic(one_call, rounds=calls, iterations=1, warmup_rounds=20)
+    times = np.asarray(benchmark.stats.stats.data)
+    record(p50_ms=1e3 * float(np.percentile(times, 50)),
+           p99_ms=1e3 * float(np.percentile(times, 99)),
+           budget_ms=1e3 * block / RATE,
+           rt_factor=float(times.sum() / (len(times) * block / RATE)),
+           latency_ms=bwe.latency_ms, window_samples=bwe.window_samples,
+           hop_samples=bwe.hop_samples)
+
+
+def test_stereo_arunet_small(benchmark, record):
+    """Stereo runs both channels as one batch per hop."""
+    bwe = build_extender("arunet-small", "eager", 2)
+    block = np.ascontiguousarray(0.1 * np.random.default_rng(1).standard_normal((2, 480)),
+                                 dtype=np.float32)
+    bwe.prepare(2, 480)
+    benchmark.pedantic(bwe.process, args=(block, RATE), kwargs={"reset": False},
+                       rounds=200, iterations=1, warmup_rounds=20)
+    times = np.asarray(benchmark.stats.stats.data)
+    record(p50_ms=1e3 * float(np.percentile(times, 50)),
+           p99_ms=1e3 * float(np.percentile(times, 99)),
+           rt_factor=float(times.sum() / (len(times) * 0.01)), latency_ms=bwe.latency_ms)
