@@ -43,7 +43,8 @@ _REGISTRY: dict[str, _Entry] = {
     "resnet-do": _Entry(ResNet, {"dropout": 0.5}, "ResNet with dropout 0.5"),
     # A tiny network for tests and smoke runs; not a product model.
     "tiny": _Entry(ARUNet, dict(filters=(4, 4, 8, 8, 8), kernel_sizes=(9, 9, 9, 9, 9),
-                                bottleneck_filters=8, dropout=0.0), "tiny ARUNet for tests"),
+                                bottleneck_filters=8, dropout=0.0, zero_init_output=False),
+                  "tiny ARUNet for tests (random output conv, so it is not the identity)"),
 }
 
 
@@ -88,6 +89,12 @@ def receptive_field(model: nn.Module, probe_samples: int = 16384) -> int:
     covered) at the centre of a zero-padded probe is summed and differentiated; the span of
     inputs with non-zero gradient minus ``m - 1`` is the receptive field. Measured in eval mode.
     """
+    import copy
+
+    model = copy.deepcopy(model)
+    for m in model.modules():  # a zero-initialised output conv would hide the network
+        if isinstance(m, nn.Conv1d) and not m.weight.detach().any():
+            nn.init.normal_(m.weight, 0.0, 0.1)
     restore = _eval_copy_state(model)
     try:
         multiple = getattr(model, "multiple", 1)

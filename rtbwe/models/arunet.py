@@ -23,11 +23,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-
-from .layers import (ConvAct, FixedLengthWrapper, PixelShuffle1d, Residual, init_weights,
-                     required_multiple, same_padding)
 from torch.nn import functional as F
-from .layers import LEAKY_SLOPE
+
+from .layers import (LEAKY_SLOPE, ConvAct, FixedLengthWrapper, PixelShuffle1d, Residual,
+                     init_weights, required_multiple, same_padding, zero_output)
 
 PAPER_FILTERS = tuple(min(2 ** (6 + k), 512) for k in range(1, 6))  # 128, 256, 512, 512, 512
 PAPER_KERNELS = tuple(max(2 ** (7 - k) + 1, 9) for k in range(1, 6))  # 65, 33, 17, 9, 9
@@ -72,12 +71,14 @@ class ARUNet(FixedLengthWrapper):
         batch_norm: BatchNorm in the encoder and residual blocks.
         global_residual: output = input + predicted high band (Kuleshov/Sulun convention).
         init: ``"default"``, ``"normal"`` (paper's literal N(0,1)) or ``"orthogonal"``.
+        zero_init_output: zero the last conv so the network starts as the identity.
     """
 
     def __init__(self, filters: Sequence[int] = PAPER_FILTERS,
                  kernel_sizes: Sequence[int] = PAPER_KERNELS, bottleneck_filters: int = 512,
                  bottleneck_kernel: int = 9, dropout: float = 0.5, batch_norm: bool = True,
-                 global_residual: bool = True, init: str = "default"):
+                 global_residual: bool = True, init: str = "default",
+                 zero_init_output: bool = True):
         super().__init__()
         filters, kernel_sizes = list(filters), list(kernel_sizes)
         if len(filters) != len(kernel_sizes) or not filters:
@@ -107,6 +108,8 @@ class ARUNet(FixedLengthWrapper):
             up_ch = width // 2
         self.out = nn.Conv1d(up_ch, 1, 9, padding=4)
         init_weights(self, init)
+        if zero_init_output and global_residual:
+            zero_output(self.out)
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import (LEAKY_SLOPE, FixedLengthWrapper, PixelShuffle1d, init_weights,
-                     required_multiple, same_padding)
+                     required_multiple, same_padding, zero_output)
 
 UNET_FILTERS = (128, 256, 512, 512)
 UNET_KERNELS = (65, 33, 17, 9)
@@ -62,7 +62,8 @@ class UNet(FixedLengthWrapper):
     def __init__(self, filters: Sequence[int] = UNET_FILTERS,
                  kernel_sizes: Sequence[int] = UNET_KERNELS, bottleneck_filters: int = 512,
                  bottleneck_kernel: int = 9, batch_norm: bool = False, dropout: float = 0.0,
-                 global_residual: bool = True, init: str = "default"):
+                 global_residual: bool = True, init: str = "default",
+                 zero_init_output: bool = True):
         super().__init__()
         filters, kernel_sizes = list(filters), list(kernel_sizes)
         if len(filters) != len(kernel_sizes):
@@ -85,6 +86,8 @@ class UNet(FixedLengthWrapper):
         self.out = nn.Conv1d(cin, 2, 9, padding=4)
         self.shuffle = PixelShuffle1d(2)
         init_weights(self, init)
+        if zero_init_output and global_residual:
+            zero_output(self.out)
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -116,7 +119,8 @@ class ResNet(FixedLengthWrapper):
 
     def __init__(self, channels: int = 512, blocks: int = 15, kernel_size: int = 7,
                  residual_scale: float = 0.1, batch_norm: bool = False, dropout: float = 0.0,
-                 global_residual: bool = True, init: str = "default"):
+                 global_residual: bool = True, init: str = "default",
+                 zero_init_output: bool = True):
         super().__init__()
         self.multiple = 1
         self.global_residual = global_residual
@@ -125,6 +129,8 @@ class ResNet(FixedLengthWrapper):
                                               dropout) for _ in range(blocks)])
         self.tail = nn.Conv1d(channels, 1, kernel_size, padding=same_padding(kernel_size))
         init_weights(self, init)
+        if zero_init_output and global_residual:
+            zero_output(self.tail)
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.body(self.head(x)))

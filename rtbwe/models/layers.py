@@ -135,5 +135,16 @@ def init_weights(module: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def zero_output(conv: nn.Conv1d) -> None:
+    """Zero the last conv so a global-residual network starts as the identity.
+
+    Our choice (not in the paper): training then starts at the input's SNR instead of
+    below it, and the first steps are spent adding high band rather than removing noise.
+    """
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 def conv_output_length(length: int, kernel_size: int, stride: int) -> int:
     return math.floor((length + 2 * (kernel_size // 2) - kernel_size) / stride) + 1

@@ -1,0 +1,140 @@
+"""Quality metrics: SNR, log-spectral distance (full band and high band), ViSQOL, VGG distance.
+
+All functions take ``reference`` and ``estimate`` of equal shape, ``(samples,)`` or
+``(channels, samples)``.
+
+* ``snr_db``: ``10 log10(sum ref^2 / sum (ref - est)^2)`` over all samples and channels.
+* ``lsd``: Hann STFT (n_fft 2048, hop 512), ``log10`` power clamped at 1e-10,
+  RMS over frequency bins, mean over frames (and channels).
+* ``lsd_hf``: the same over the bins above ``cutoff_hz`` only.
+* ``visqol``: ViSQOL v3 audio mode (``pip install rtbwe[visqol]``), MOS-LQO in 1..5.
+* ``vggish_distance``: see :mod:`rtbwe.vggish`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+LSD_N_FFT = 2048
+LSD_HOP = 512
+LSD_FLOOR = 1e-10
+
+
+def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(reference, dtype=np.float64)
+    est = np.asarray(estimate, dtype=np.float64)
+    if ref.shape != est.shape:
+        raise ValueError(f"reference and estimate must have the same shape, got {ref.shape} "
+                         f"and {est.shape}")
+    if ref.ndim not in (1, 2) or ref.shape[-1] == 0:
+        raise ValueError(f"expected (samples,) or (channels, samples) with samples > 0, got "
+                         f"{ref.shape}")
+    for name, arr in (("reference", ref), ("estimate", est)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or Inf")
+    return np.atleast_2d(ref), np.atleast_2d(est)
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Signal-to-noise ratio in dB over the whole signal and all channels."""
+    ref, est = _pair(reference, estimate)
+    noise = np.sum((ref - est) ** 2)
+    power = np.sum(ref**2)
+    if noise == 0:
+        return float("inf")
+    if power == 0:
+        return float("-inf")
+    return float(10 * np.log10(power / noise))
+
+
+def log_power_spectrogram(audio: np.ndarray, n_fft: int = LSD_N_FFT,
+                          hop: int = LSD_HOP) -> np.ndarray:
+    """log10 power spectrogram of (channels, samples) -> (channels, n_fft//2+1, frames).
+
+    Unscaled ``|rfft(hann * frame)|^2`` with centred frames (zero padding of ``n_fft // 2``
+    at both ends), as ``librosa.stft`` computes it by default.
+    """
+    x = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+    x = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)))
+    n_frames = 1 + (x.shape[-1] - n_fft) // hop
+    window = signal.get_window("hann", n_fft)  # periodic Hann
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
+    frames = x[:, idx] * window  # (channels, frames, n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    return np.log10(np.maximum(power, LSD_FLOOR)).transpose(0, 2, 1)
+
+
+def _lsd_from_logs(log_ref: np.ndarray, log_est: np.ndarray, bins: slice) -> float:
+    diff = (log_ref - log_est)[:, bins, :]
+    per_frame = np.sqrt(np.mean(diff**2, axis=1))  # RMS over frequency -> (channels, frames)
+    return float(np.mean(per_frame))
+
+
+def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int | None = None) -> float:
+    """Log-spectral distance over all bins (``sample_rate`` only for the signature's symmetry)."""
+    ref, est = _pair(reference, estimate)
+    return _lsd_from_logs(log_power_spectrogram(ref), log_power_spectrogram(est), slice(None))
+
+
+def lsd_hf(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+           cutoff_hz: float) -> float:
+    """Log-spectral distance over the bins strictly above ``cutoff_hz``."""
+    ref, est = _pair(reference, estimate)
+    if not 0 < cutoff_hz < sample_rate / 2:
+        raise ValueError(f"cutoff_hz must be in (0, {sample_rate / 2}), got {cutoff_hz}")
+    freqs = np.fft.rfftfreq(LSD_N_FFT, 1.0 / sample_rate)
+    first = int(np.searchsorted(freqs, cutoff_hz, side="right"))
+    return _lsd_from_logs(log_power_spectrogram(ref), log_power_spectrogram(est),
+                          slice(first, None))
+
+
+def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """ViSQOL v3 audio-mode MOS-LQO (1..5). Needs ``visqol-python`` (``rtbwe[visqol]``).
+
+    Audio mode is defined at 48 kHz; other rates are resampled with scipy's polyphase
+    resampler. Multichannel input is averaged to mono.
+    """
+    try:
+        from visqol import VisqolApi
+    except ImportError:
+        raise ImportError("visqol needs the optional extra: pip install 'rtbwe[visqol]' "
+                          "(the visqol-python package)") from None
+    ref, est = _pair(reference, estimate)
+    ref, est = ref.mean(axis=0), est.mean(axis=0)
+    if sample_rate != 48000:
+        from math import gcd
+
+        g = gcd(48000, int(sample_rate))
+        ref = signal.resample_poly(ref, 48000 // g, int(sample_rate) // g)
+        est = signal.resample_poly(est, 48000 // g, int(sample_rate) // g)
+    api = _visqol_api()
+    return float(api.measure_from_arrays(ref, est, 48000).moslqo)
+
+
+_VISQOL = None
+
+
+def _visqol_api():
+    global _VISQOL
+    if _VISQOL is None:
+        import contextlib
+        import io
+
+        from visqol import VisqolApi
+
+        api = VisqolApi()
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.create(mode="audio")
+        _VISQOL = api
+    return _VISQOL
+
+
+def vggish_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+                    weights_path: str | None) -> float:
+    """The paper's VGG distance: mean |VGGish(ref) - VGGish(est)| over embeddings.
+
+    ``weights_path`` is a torchvggish-format state dict (``torch.load(weights_only=True)``).
+    """
+    from .vggish import vggish_distance as _impl
+
+    return _impl(reference, estimate, sample_rate, weights_path)

@@ -1,0 +1,197 @@
+"""Datasets and training pairs.
+
+Three sources, each split by piece (or file), never by segment:
+
+* our rendered corpus (``manifest.json`` from :mod:`rtbwe.training.corpus`);
+* real MAESTRO v3 (``maestro-v3.0.0.csv`` and its ``split`` column);
+* any folder of audio files (random split by file with a fixed seed).
+
+:class:`PairSampler` draws random segments ``(batch, 1, segment_samples)`` from the
+in-memory audio and low-passes each input with a random Table I training filter (data
+augmentation, "DA") or with Chebyshev-1 order 6 only. Each segment is filtered with
+``FILTER_CONTEXT`` samples of real signal on both sides, so it equals a crop of the
+zero-phase-filtered whole signal.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rtbwe import filters
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+SPLITS = ("train", "validation", "test")
+FILTER_CONTEXT = 2048
+
+
+def corpus_files(root: str | Path) -> dict[str, list[Path]]:
+    """Files per split from our corpus manifest."""
+    root = Path(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    for entry in manifest["pieces"]:
+        out[entry["split"]].append(root / entry["file"])
+    return out
+
+
+def maestro_files(root: str | Path) -> dict[str, list[Path]]:
+    """Files per split from MAESTRO v3's ``maestro-v3.0.0.csv`` (split column)."""
+    root = Path(root)
+    csv_path = root / "maestro-v3.0.0.csv"
+    if not csv_path.exists():
+        raise FileNotFoundError(f"{csv_path} not found: point at the MAESTRO v3 root folder")
+    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            split = row["split"].strip()
+            if split not in out:
+                raise ValueError(f"{csv_path}: unknown split {split!r} for {row['audio_filename']}")
+            out[split].append(root / row["audio_filename"])
+    return out
+
+
+def folder_files(root: str | Path, seed: int = 0, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1) -> dict[str, list[Path]]:
+    """Random split by file of every audio file under ``root``."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}")
+    random.Random(seed).shuffle(files)
+    n_test = int(round(len(files) * test_fraction))
+    n_val = int(round(len(files) * val_fraction))
+    if len(files) >= 3:
+        n_test, n_val = max(n_test, 1), max(n_val, 1)
+    return {"test": sorted(files[:n_test]), "validation": sorted(files[n_test:n_test + n_val]),
+            "train": sorted(files[n_test + n_val:])}
+
+
+def dataset_files(root: str | Path, kind: str = "auto", seed: int = 0) -> dict[str, list[Path]]:
+    """Dispatch on ``kind``: ``corpus``, ``maestro``, ``folder`` or ``auto`` (by marker file)."""
+    root = Path(root)
+    if kind == "auto":
+        kind = ("corpus" if (root / "manifest.json").exists() else
+                "maestro" if (root / "maestro-v3.0.0.csv").exists() else "folder")
+    if kind == "corpus":
+        return corpus_files(root)
+    if kind == "maestro":
+        return maestro_files(root)
+    if kind == "folder":
+        return folder_files(root, seed)
+    raise ValueError(f"unknown dataset kind {kind!r}; use corpus, maestro, folder or auto")
+
+
+def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Mono float32 (samples,) at ``sample_rate``, resampled with pedalboard's resampler."""
+    from pedalboard.io import AudioFile
+
+    try:
+        with AudioFile(str(path)) as f:
+            if f.samplerate != sample_rate:
+                f = f.resampled_to(sample_rate)
+            frames = f.frames if max_seconds is None else min(f.frames,
+                                                              int(max_seconds * sample_rate))
+            audio = f.read(int(frames))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"cannot read audio file {path}: {err}") from None
+    return audio.mean(axis=0).astype(np.float32)
+
+
+@dataclass
+class AudioPool:
+    """Decoded mono tracks of one split, kept in memory (tracks: list of (samples,))."""
+
+    tracks: list[np.ndarray]
+    names: list[str]
+    sample_rate: int
+
+    @classmethod
+    def load(cls, files: list[Path], sample_rate: int, max_seconds: float | None = None,
+             limit: int | None = None) -> "AudioPool":
+        files = list(files)[:limit] if limit else list(files)
+        tracks = [load_audio(p, sample_rate, max_seconds) for p in files]
+        keep = [(t, p.stem) for t, p in zip(tracks, files) if len(t) > 0]
+        if not keep:
+            raise ValueError("no usable audio in this split")
+        return cls([t for t, _ in keep], [n for _, n in keep], sample_rate)
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(t) for t in self.tracks) / self.sample_rate
+
+
+class PairSampler:
+    """Random (lowpassed, target) training pairs, each (batch, 1, segment_samples) float32.
+
+    Args:
+        pool: decoded training audio.
+        segment_samples: segment length; 8192 (171 ms at 48 kHz) by default.
+        cutoff_hz: low-pass cutoff of the degradation (6 kHz is our standard task).
+        augment: True = a random Table I training filter per segment (DA); False =
+            Chebyshev-1 order 6 only.
+        min_rms: segments quieter than this are redrawn (silence teaches nothing).
+        seed: RNG seed; ``state()``/``set_state()`` make a resumed run reproducible.
+    """
+
+    def __init__(self, pool: AudioPool, segment_samples: int = 8192, cutoff_hz: float = 6000.0,
+                 augment: bool = True, min_rms: float = 1e-3, seed: int = 0):
+        self.pool, self.segment_samples = pool, int(segment_samples)
+        self.cutoff_hz, self.augment, self.min_rms = float(cutoff_hz), augment, min_rms
+        self.rng = np.random.default_rng(seed)
+        lengths = np.array([len(t) for t in pool.tracks], dtype=np.float64)
+        if lengths.max() < self.segment_samples:
+            raise ValueError(f"every track is shorter than segment_samples={segment_samples}")
+        self.weights = np.where(lengths >= self.segment_samples, lengths, 0.0)
+        self.weights /= self.weights.sum()
+
+    def filter_for_segment(self) -> filters.FilterSpec:
+        if not self.augment:
+            return filters.SEEN_TEST_FILTER
+        return filters.TRAIN_FILTERS[int(self.rng.integers(len(filters.TRAIN_FILTERS)))]
+
+    def _segment(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.segment_samples
+        for _ in range(20):
+            track = self.pool.tracks[int(self.rng.choice(len(self.pool.tracks), p=self.weights))]
+            start = int(self.rng.integers(0, len(track) - n + 1))
+            target = track[start:start + n]
+            if np.sqrt(np.mean(target**2)) >= self.min_rms:
+                break
+        lo, hi = max(0, start - FILTER_CONTEXT), min(len(track), start + n + FILTER_CONTEXT)
+        filtered = filters.apply(track[lo:hi], self.pool.sample_rate, self.cutoff_hz,
+                                 self.filter_for_segment())
+        return filtered[start - lo:start - lo + n], target
+
+    def batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self._segment() for _ in range(batch_size)]
+        x = np.stack([p[0] for p in pairs])[:, None, :].astype(np.float32)
+        y = np.stack([p[1] for p in pairs])[:, None, :].astype(np.float32)
+        return x, y
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def validation_clips(pool: AudioPool, clip_seconds: float = 2.0, clips: int = 16,
+                     seed: int = 1234) -> list[np.ndarray]:
+    """A fixed set of (samples,) clips from a validation pool, loudest of 4 random tries each."""
+    rng = np.random.default_rng(seed)
+    n = int(clip_seconds * pool.sample_rate)
+    usable = [t for t in pool.tracks if len(t) >= n]
+    if not usable:
+        raise ValueError(f"no validation track is at least {clip_seconds} s long")
+    out = []
+    for i in range(clips):
+        track = usable[i % len(usable)]
+        starts = rng.integers(0, len(track) - n + 1, size=4)
+        best = max(starts, key=lambda s: float(np.mean(track[s:s + n] ** 2)))
+        out.append(track[best:best + n].copy())
+    return out
