@@ -87,7 +87,9 @@ class Chain:
             self.stages.append(item)
         if group:
             self.stages.append(self._native_stage(group))
-        self._stream_key: tuple[int, int] | None = None  # (sample_rate, channels) while streaming
+        # (sample_rate, channels, K) of the last prepare(); primed until the next reset()
+        self._prepared: tuple[int, int, int] | None = None
+        self._primed = False
 
     @staticmethod
     def _native_stage(group: list[pedalboard.Plugin]) -> Any:
@@ -114,11 +116,11 @@ class Chain:
                 y = _as_2d(stage.process(y, sample_rate, buffer_size=buffer_size, reset=True))
         else:
             key = (int(sample_rate), x.shape[0])
-            if key != self._stream_key:
-                if self._stream_key is not None:
-                    self.reset()  # like pedalboard: new rate or channel count starts afresh
+            if self._prepared is None or self._prepared[:2] != key:
                 block = self.internal_block_size or max(1, min(x.shape[1], buffer_size))
                 self.prepare(sample_rate, x.shape[0], block, buffer_size)
+            elif not self._primed:  # after reset(): same block size, re-prime
+                self.prepare(sample_rate, x.shape[0], self._prepared[2], buffer_size)
             y = x
             for stage in self.stages:
                 if isinstance(stage, pedalboard.Plugin):
@@ -152,14 +154,16 @@ class Chain:
                 stage.reset()
                 stage.process(np.zeros((num_channels, buffer_size), np.float32), sample_rate,
                               buffer_size=buffer_size, reset=False)
-        self._stream_key = (int(sample_rate), int(num_channels))
+        self._prepared = (int(sample_rate), int(num_channels), k)
+        self._primed = True
         return self
 
     def reset(self) -> None:
-        """Clear all state; the next streamed block starts a new stream."""
+        """Clear all state; the next streamed block starts a new stream (with the same internal
+        block size, hence the same latency, unless the rate or channel count changes)."""
         for stage in self.stages:
             stage.reset()
-        self._stream_key = None
+        self._primed = False
 
     @property
     def latency_samples(self) -> int:

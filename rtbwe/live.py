@@ -107,7 +107,7 @@ class LiveSession:
         from .chain import Chain
 
         if isinstance(self.processor, Chain):
-            self.processor.prepare(self.sample_rate, self.channels, self.max_chunk_frames)
+            self.processor.prepare(self.sample_rate, self.channels, self.block_frames)
         elif callable(getattr(self.processor, "prepare", None)):
             try:  # BandwidthExtender.prepare(channels, block_samples): allocate now
                 self.processor.prepare(self.channels, self.max_chunk_frames)

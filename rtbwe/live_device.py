@@ -129,6 +129,9 @@ def run_live(session: LiveSession, input_device: int | str | None = None,
         raise RuntimeError(f"inference failed on the worker thread: {session.error!r}") \
             from session.error
     stats = session.snapshot()
+    device_frames = int(round(device_latency_s * session.sample_rate))
     return {"interrupted": interrupted, "latency_frames": session.latency_frames,
             "latency_ms": session.latency_ms, "device_latency_ms": 1000 * device_latency_s,
+            "device_latency_frames": device_frames,
+            "total_latency_frames": session.latency_frames + device_frames,
             "worker_load": session.worker_load(), **vars(stats)}
