@@ -48,6 +48,7 @@ class CorpusConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     workers: int = 2
+    soundfont: str | None = None  # default: the first of SOUNDFONTS that exists
 
 
 def find_soundfont() -> str:
@@ -184,7 +185,8 @@ def build(out_dir: str | Path, config: CorpusConfig = CorpusConfig(), progress=p
     """Render the corpus into ``out_dir`` and write ``manifest.json``; returns the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {**asdict(config), "soundfont": find_soundfont(), "fluidsynth": find_fluidsynth()}
+    cfg = {**asdict(config), "soundfont": config.soundfont or find_soundfont(),
+           "fluidsynth": find_fluidsynth()}
     jobs = [(pid, path, str(out), cfg) for pid, path in select_scores(config.max_pieces,
                                                                       config.seed)]
     entries, errors = [], []

@@ -226,7 +226,7 @@ class Trainer:
             self.sched.step()
             self.step += 1
             self.elapsed += time.perf_counter() - t0
-            loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
+            loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
             if self.step % self.cfg.log_every == 0:
                 now = time.perf_counter()
                 rate = (self.step - steps_last) / max(now - t_last, 1e-9)

@@ -1,0 +1,198 @@
+"""``rtbwe-train``: build the corpus, train, evaluate, plot, export.
+
+    rtbwe-train data build corpus/v1
+    rtbwe-train fit training/configs/arunet-small-da-6k.toml        # resumes by default
+    rtbwe-train eval runs/arunet-small-da-6k/best.json --data corpus/v1
+    rtbwe-train plot runs/arunet-small-da-6k --out curves.png
+    rtbwe-train export runs/arunet-small-da-6k rtbwe/weights/arunet-small-6k --data corpus/v1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from .corpus import CorpusConfig, build
+
+    cfg = CorpusConfig(max_pieces=args.max_pieces, max_seconds=args.max_seconds, seed=args.seed,
+                       workers=args.workers)
+    t0 = time.perf_counter()
+    manifest = build(args.out_dir, cfg, progress=lambda s: print(s, flush=True))
+    print(f"corpus in {args.out_dir}: {manifest['seconds']} seconds per split, "
+          f"{len(manifest['errors'])} scores skipped, {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .trainer import Trainer
+
+    cfg = load_config(args.config, steps=args.steps, device=args.device, data=args.data,
+                      threads=args.threads)
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    if not args.resume and (run_dir / "checkpoint.pt").exists():
+        print(f"{run_dir}/checkpoint.pt exists; pass --resume to continue it or choose "
+              "another --run-dir", file=sys.stderr)
+        return 2
+    trainer = Trainer(cfg, run_dir, log=lambda s: print(s, flush=True))
+    trainer.train(resume=args.resume)
+    return 0
+
+
+def _load_any(model_arg: str):
+    """A model card/weights path, a shipped name, or 'input' for the unprocessed baseline."""
+    if model_arg == "input":
+        return None
+    from rtbwe.weights import load_model
+
+    return load_model(model_arg)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import dataset_files
+    from .evaluate import (EvalSettings, evaluate, format_table, lsd_hf_reduction,
+                           system_runner, test_clips, write_csv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
+                            cutoff_hz=args.cutoff_hz, visqol=not args.no_visqol,
+                            vggish_weights=args.vggish_weights)
+    clips = test_clips(dataset_files(args.data)[args.split], settings)
+    results = {"Input": evaluate(system_runner(None, settings.sample_rate), clips, settings)}
+    for model_arg in args.models:
+        model = _load_any(model_arg)
+        if model is not None and getattr(model, "card", {}).get("cutoff_hz") not in (
+                None, args.cutoff_hz):
+            print(f"warning: {model_arg} was trained for cutoff {model.card['cutoff_hz']} Hz, "
+                  f"evaluating at {args.cutoff_hz} Hz", file=sys.stderr)
+        results[model_arg] = evaluate(system_runner(model, settings.sample_rate, args.whole),
+                                      clips, settings)
+        red = lsd_hf_reduction(results[model_arg], results["Input"])
+        for f in red:
+            results[model_arg][f]["lsd_hf_reduction"] = red[f]
+    print(f"{len(clips)} test clips of up to {args.clip_seconds} s, cutoff {args.cutoff_hz} Hz, "
+          f"{'whole-clip' if args.whole else 'streaming-window'} inference")
+    print(format_table(results))
+    for name, res in results.items():
+        if name != "Input":
+            print(f"{name}: LSD-HF reduction seen {res['seen']['lsd_hf_reduction']:.1%}, "
+                  f"unseen {res['unseen']['lsd_hf_reduction']:.1%}")
+    if args.csv:
+        write_csv(results, args.csv)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_curves
+
+    logs = {Path(r).name: Path(r) / "log.csv" for r in args.runs}
+    print(plot_curves(logs, args.out))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Copy a run's best weights to STEM and add test metrics to the card."""
+    from .data import dataset_files
+    from .evaluate import EvalSettings, evaluate, lsd_hf_reduction, system_runner, test_clips
+    from rtbwe.weights import load_model, save_model
+
+    model = load_model(Path(args.run_dir) / "best.json")
+    card = dict(model.card)
+    card.pop("_card_path", None)
+    if args.data:
+        settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
+                                cutoff_hz=card.get("cutoff_hz", 6000.0))
+        clips = test_clips(dataset_files(args.data)["test"], settings)
+        base = evaluate(system_runner(None, settings.sample_rate), clips, settings)
+        res = evaluate(system_runner(model, settings.sample_rate), clips, settings)
+        for f, r in lsd_hf_reduction(res, base).items():
+            res[f]["lsd_hf_reduction"] = r
+        card["test_metrics"] = {"model": res, "input": base,
+                                "settings": {"clip_seconds": args.clip_seconds,
+                                             "clips": len(clips), "path": "BandwidthExtender"}}
+    path = save_model(model, args.stem, card)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtbwe-train", description="Train and evaluate rtbwe models.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command")
+    b = data.add_parser("build", help="render the offline music21 + fluidsynth corpus")
+    b.add_argument("out_dir")
+    b.add_argument("--max-pieces", type=int, default=200)
+    b.add_argument("--max-seconds", type=float, default=40.0)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=2)
+    b.set_defaults(func=cmd_data_build)
+
+    f = sub.add_parser("fit", help="train from a TOML config (resumes from its checkpoint)")
+    f.add_argument("config")
+    f.add_argument("--run-dir")
+    f.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+    f.add_argument("--steps", type=int)
+    f.add_argument("--device")
+    f.add_argument("--data")
+    f.add_argument("--threads", type=int)
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("eval", help="SNR, ΔSNR, LSD, LSD-HF, ViSQOL on the test split")
+    e.add_argument("models", nargs="*", default=["default"],
+                   help="model names or card paths (the Input row is always included)")
+    e.add_argument("--data", default="corpus/v1")
+    e.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    e.add_argument("--cutoff-hz", type=float, default=6000.0)
+    e.add_argument("--clip-seconds", type=float, default=10.0)
+    e.add_argument("--clips", type=int, default=24)
+    e.add_argument("--whole", action="store_true", help="run the network over whole clips")
+    e.add_argument("--no-visqol", action="store_true")
+    e.add_argument("--vggish-weights")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--csv")
+    e.add_argument("--json")
+    e.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="validation curves of runs as a PNG (Fig. 2 style)")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("--out", default="curves.png")
+    pl.set_defaults(func=cmd_plot)
+
+    x = sub.add_parser("export", help="copy a run's best weights with test metrics in the card")
+    x.add_argument("run_dir")
+    x.add_argument("stem", help="output path without suffix, e.g. rtbwe/weights/arunet-small-6k")
+    x.add_argument("--data", help="corpus for test metrics (skipped when absent)")
+    x.add_argument("--clip-seconds", type=float, default=10.0)
+    x.add_argument("--clips", type=int, default=24)
+    x.set_defaults(func=cmd_export)
+
+    try:
+        from .reproduce import register
+    except ModuleNotFoundError:
+        pass
+    else:
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Test-split evaluation: SNR, ΔSNR, LSD, LSD-HF, ViSQOL (and VGG distance) per filter.
+
+The system under test is run through the product path, :class:`rtbwe.BandwidthExtender`
+in offline mode (framing, batched windows, overlap-add), so the numbers are what users
+get. ``whole=True`` instead runs the network once over each clip (the paper's setting).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rtbwe import filters, metrics
+
+METRIC_NAMES = ("snr", "dsnr", "lsd", "lsd_hf", "visqol", "vgg")
+
+
+@dataclass
+class EvalSettings:
+    """What to measure: clip length and count, and which slow metrics to include."""
+
+    clip_seconds: float = 10.0
+    max_clips: int = 24
+    cutoff_hz: float = 6000.0
+    sample_rate: int = 48000
+    visqol: bool = True
+    visqol_clips: int = 8
+    vggish_weights: str | None = None
+
+
+def test_clips(files: list[Path], settings: EvalSettings) -> list[np.ndarray]:
+    """The first ``clip_seconds`` of each test file (loudness-normalised), up to ``max_clips``."""
+    from .data import load_audio
+
+    clips = []
+    for path in files[: settings.max_clips]:
+        audio = load_audio(path, settings.sample_rate, settings.clip_seconds)
+        if len(audio) >= settings.sample_rate:  # at least one second
+            clips.append(audio)
+    if not clips:
+        raise ValueError("no test clip of at least 1 s")
+    return clips
+
+
+def system_runner(model: torch.nn.Module | None, sample_rate: int,
+                  whole: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """(samples,) -> (samples,) for a model; ``None`` is the unprocessed "Input" row."""
+    if model is None:
+        return lambda x: x
+    model = model.eval()
+    if whole:
+        def run_whole(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)[None, None])[0, 0].numpy()
+        return run_whole
+    from rtbwe.processor import BandwidthExtender
+
+    bwe = BandwidthExtender(model=model, sample_rate=sample_rate)
+    return lambda x: bwe.process(x, sample_rate)
+
+
+def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
+             settings: EvalSettings, progress: Callable[[str], None] | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Metrics per test filter ('seen', 'unseen'), averaged over clips."""
+    out: dict[str, dict[str, float]] = {}
+    sr, fc = settings.sample_rate, settings.cutoff_hz
+    for name, spec in filters.TEST_FILTERS.items():
+        rows: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+        for i, ref in enumerate(clips):
+            low = filters.apply(ref, sr, fc, spec)
+            est = np.asarray(run(low), dtype=np.float32)
+            snr_in = metrics.snr_db(ref, low)
+            rows["snr"].append(metrics.snr_db(ref, est))
+            rows["dsnr"].append(rows["snr"][-1] - snr_in)
+            rows["lsd"].append(metrics.lsd(ref, est, sr))
+            rows["lsd_hf"].append(metrics.lsd_hf(ref, est, sr, fc))
+            if settings.visqol and i < settings.visqol_clips:
+                rows["visqol"].append(metrics.visqol(ref, est, sr))
+            if settings.vggish_weights:
+                rows["vgg"].append(metrics.vggish_distance(ref, est, sr, settings.vggish_weights))
+            if progress:
+                progress(f"{name} clip {i + 1}/{len(clips)}")
+        out[name] = {k: float(np.mean(v)) for k, v in rows.items() if v}
+        out[name]["clips"] = len(clips)
+        out[name]["filter"] = str(spec)  # type: ignore[assignment]
+    return out
+
+
+def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table: one row per system, SNR/ΔSNR/LSD/LSD-HF/ViSQOL per filter."""
+    cols = [c for c in METRIC_NAMES if any(c in r[f] for r in results.values() for f in r)]
+    head = "| system | filter | " + " | ".join(c.upper().replace("DSNR", "ΔSNR")
+                                              for c in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for system, per_filter in results.items():
+        for fname, row in per_filter.items():
+            cells = [f"{row[c]:.3f}" if c in row else "–" for c in cols]
+            lines.append(f"| {system} | {fname} ({row.get('filter', '')}) | " + " | ".join(cells)
+                         + " |")
+    return "\n".join(lines)
+
+
+def write_csv(results: dict[str, dict[str, dict[str, float]]], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["system", "filter", "spec", *METRIC_NAMES, "clips"])
+        for system, per_filter in results.items():
+            for fname, row in per_filter.items():
+                writer.writerow([system, fname, row.get("filter", ""),
+                                 *[f"{row[c]:.4f}" if c in row else "" for c in METRIC_NAMES],
+                                 row.get("clips", "")])
+
+
+def lsd_hf_reduction(results: dict[str, dict[str, float]],
+                     baseline: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Relative LSD-HF reduction per filter versus the unprocessed input (0.3 = 30 %)."""
+    return {f: 1.0 - results[f]["lsd_hf"] / baseline[f]["lsd_hf"] for f in results}
