@@ -88,7 +88,7 @@ def stop_jack(server: JackServer) -> None:
             server.process.wait()
     if os.environ.get("JACK_DEFAULT_SERVER") == server.name:
         del os.environ["JACK_DEFAULT_SERVER"]
-    _refresh_portaudio()
+    _initialize_portaudio()
 
 
 def _terminate_portaudio() -> None:
@@ -99,13 +99,18 @@ def _terminate_portaudio() -> None:
         pass
 
 
-def _refresh_portaudio() -> None:
+def _initialize_portaudio() -> None:
     try:
         import sounddevice as sd
-        sd._terminate()
         sd._initialize()
     except Exception:
         pass
+
+
+def _refresh_portaudio() -> None:
+    """PortAudio lists devices once, at initialisation: re-list them for the new server."""
+    _terminate_portaudio()
+    _initialize_portaudio()
 
 
 def _serve(period_frames: int):
