@@ -29,7 +29,7 @@ def live(args: argparse.Namespace) -> int:
     session = LiveSession(processor, processor.sample_rate, args.block_size,
                           channels=args.channels, buffer_blocks=args.buffer_blocks,
                           fallback=args.fallback)
-    print(f"rtbwe live: {processor!r}\nblock {args.block_size} frames, {args.buffer_blocks} "
+    print(f"rtbwe live: {processor!r}\nblock {args.block_size} frames, {session.buffer_blocks} "
           f"blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
           "Ctrl-C stops.", file=sys.stderr)
     try:
@@ -67,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
     p.add_argument("--channels", type=int, default=1, help="channels in and out (default 1)")
-    p.add_argument("--buffer-blocks", type=int, default=2, help="blocks queued between worker "
-                   "and speakers (default 2); more survives a slower CPU, at block-size latency each")
+    p.add_argument("--buffer-blocks", type=int, default=None, help="blocks queued between the "
+                   "worker and the speakers (default: one model hop, 10 ms, and at least 2); more "
+                   "survives a slower CPU, at one block of latency each")
     p.add_argument("--fallback", choices=("dry", "silence"), default="dry",
                    help="what plays when inference is late (default: the dry input, delayed)")
     p.add_argument("--sample-rate", type=int, default=None, help="stream rate (default: the "

@@ -29,7 +29,7 @@ import numpy as np
 
 from .ringbuffer import SampleRing, next_power_of_two
 
-__all__ = ["LiveSession", "LiveStats", "FALLBACKS"]
+__all__ = ["LiveSession", "LiveStats", "FALLBACKS", "auto_buffer_blocks"]
 
 FALLBACKS = ("dry", "silence")
 GIL_SWITCH_INTERVAL_S = 0.0005  # let the callback thread take the GIL within 0.5 ms
@@ -54,6 +54,13 @@ class LiveStats:
     nonfinite_samples: int = 0   # NaN/Inf in the processor output, replaced by 0
 
 
+def auto_buffer_blocks(processor: Any, block_frames: int) -> int:
+    """Blocks to queue so the worker has one processor hop of time: ``ceil(hop / block)``,
+    at least 2."""
+    hop = int(getattr(processor, "hop_samples", 0) or 0)
+    return max(2, -(-hop // block_frames))
+
+
 class LiveSession:
     """Ring buffers, the audio callback and the worker thread around one processor.
 
@@ -64,14 +71,18 @@ class LiveSession:
         block_frames: frames per audio callback (sounddevice ``blocksize``).
         channels: channels in and out.
         buffer_blocks: output blocks queued ahead of the speakers (>= 1): the worker's deadline
-            and the buffering part of the latency.
+            and the buffering part of the latency. ``None``: enough blocks to cover one hop of
+            the processor (``hop_samples``; a BandwidthExtender runs the network once per hop,
+            so one hop's inference must fit in the queue), and at least 2.
         fallback: ``"dry"`` (the input, delayed by the same latency) or ``"silence"`` for frames
             the worker has not delivered in time.
     """
 
     def __init__(self, processor: Any, sample_rate: int, block_frames: int, channels: int = 1,
-                 buffer_blocks: int = 2, fallback: str = "dry",
+                 buffer_blocks: int | None = None, fallback: str = "dry",
                  max_chunk_frames: int | None = None) -> None:
+        if buffer_blocks is None:
+            buffer_blocks = auto_buffer_blocks(processor, block_frames)
         if block_frames < 1 or channels < 1 or buffer_blocks < 1:
             raise ValueError("block_frames, channels and buffer_blocks must be >= 1")
         if fallback not in FALLBACKS:

@@ -249,3 +249,14 @@ def test_cli_registers_live_and_devices():
     assert (args.input, args.output, args.block_size, args.model, args.device,
             args.duration) == ("1", "system", 128, "identity", "cpu", 2.5)
     assert build_parser().parse_args(["devices"]).func.__name__ == "devices"
+
+
+def test_default_queue_covers_one_model_hop():
+    from rtbwe.live import auto_buffer_blocks
+
+    class Hop(Scale):
+        hop_samples = 480
+
+    assert [auto_buffer_blocks(Hop(0), b) for b in (64, 128, 256, 512)] == [8, 4, 2, 2]
+    assert LiveSession(Hop(0), SR, 64).buffer_frames == 512
+    assert auto_buffer_blocks(Scale(0), 64) == 2  # no hop: two blocks
