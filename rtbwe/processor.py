@@ -262,6 +262,10 @@ def extend(audio: np.ndarray, sample_rate: float, model: str | Path | nn.Module 
     """
     bwe = BandwidthExtender(model, **options)
     signal, mono = as_channels_first(audio)
+    bad = first_nonfinite(signal)
+    if bad is not None:
+        raise ValueError(f"input has NaN/Inf at sample {bad[1]} (channel {bad[0]}); clean it "
+                         "first (e.g. np.nan_to_num)")
     signal = resample(signal, sample_rate, bwe.sample_rate)
     out = bwe.process(signal, bwe.sample_rate)
     return out[0] if mono else out
