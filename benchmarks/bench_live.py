@@ -72,7 +72,7 @@ class PausedTraining:
                 signal.signal(s, handler)
 
 
-def make_processor(model: str):
+def make_processor(model: str, threads: int | None = None):
     import torch
 
     from rtbwe.processor import BandwidthExtender
@@ -83,16 +83,17 @@ def make_processor(model: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "random weights": fine for timing
-        return BandwidthExtender(model, sample_rate=SR, device="cpu")
+        return BandwidthExtender(model, sample_rate=SR, device="cpu", num_threads=threads)
 
 
-def measure(block: int, model: str, seconds: float, buffer_blocks: int) -> dict:
+def measure(block: int, model: str, seconds: float, buffer_blocks: int,
+            threads: int | None = None) -> dict:
     from rtbwe.live import LiveSession
     from rtbwe.live_device import run_live
 
     server = start_jack(block)
     try:
-        session = LiveSession(make_processor(model), SR, block, buffer_blocks=buffer_blocks or None)
+        session = LiveSession(make_processor(model, threads), SR, block, buffer_blocks=buffer_blocks or None)
         x = (0.3 * np.random.default_rng(block).standard_normal(int(seconds * SR))
              ).astype(np.float32)
         extra = session.latency_frames + 4 * block
@@ -106,7 +107,7 @@ def measure(block: int, model: str, seconds: float, buffer_blocks: int) -> dict:
             loop.close()
         total = summary["total_latency_frames"]
         delay = measured_delay(loop.recorded, x, 2 * total + 4 * block)
-        return {"block": block, "model": model, "buffer_blocks": session.buffer_blocks,
+        return {"block": block, "model": model, "threads": threads, "buffer_blocks": session.buffer_blocks,
                 "measured_frames": delay, "reported_frames": total,
                 "measured_ms": 1000.0 * delay / SR,
                 "model_ms": session.algorithmic_ms, "buffer_ms": session.buffer_ms,
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer-blocks", type=int, nargs="+", default=[0],
                         help="0: the default (one model hop, at least 2 blocks)")
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: "
+                        "torch's own choice)")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("live_results.json"))
     args = parser.parse_args(argv)
     reason = jack_missing_reason()
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for buffer_blocks in args.buffer_blocks:
                 for block in args.blocks:
-                    row = measure(block, model, args.seconds, buffer_blocks)
+                    row = measure(block, model, args.seconds, buffer_blocks, args.threads)
                     rows.append(row)
                     print(f"{model:13s} block {block:4d} buf {row['buffer_blocks']}: measured "
                           f"{row['measured_frames']:5d} fr = {row['measured_ms']:6.2f} ms "
