@@ -154,10 +154,12 @@ class PairSampler:
             return filters.SEEN_TEST_FILTER
         return filters.TRAIN_FILTERS[int(self.rng.integers(len(filters.TRAIN_FILTERS)))]
 
-    def _segment(self) -> tuple[np.ndarray, np.ndarray]:
+    def segment(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """One (lowpassed, target) pair of (segment_samples,) plus its track index and start."""
         n = self.segment_samples
         for _ in range(20):
-            track = self.pool.tracks[int(self.rng.choice(len(self.pool.tracks), p=self.weights))]
+            index = int(self.rng.choice(len(self.pool.tracks), p=self.weights))
+            track = self.pool.tracks[index]
             start = int(self.rng.integers(0, len(track) - n + 1))
             target = track[start:start + n]
             if np.sqrt(np.mean(target**2)) >= self.min_rms:
@@ -165,10 +167,11 @@ class PairSampler:
         lo, hi = max(0, start - FILTER_CONTEXT), min(len(track), start + n + FILTER_CONTEXT)
         filtered = filters.apply(track[lo:hi], self.pool.sample_rate, self.cutoff_hz,
                                  self.filter_for_segment())
-        return filtered[start - lo:start - lo + n], target
+        return filtered[start - lo:start - lo + n], target, index, start
 
     def batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self._segment() for _ in range(batch_size)]
+        """(lowpassed, target), each (batch_size, 1, segment_samples) float32."""
+        pairs = [self.segment() for _ in range(batch_size)]
         x = np.stack([p[0] for p in pairs])[:, None, :].astype(np.float32)
         y = np.stack([p[1] for p in pairs])[:, None, :].astype(np.float32)
         return x, y
