@@ -87,7 +87,7 @@ def make_processor(model: str, threads: int | None = None):
 
 
 def measure(block: int, model: str, seconds: float, buffer_blocks: int,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, callback: str = "python") -> dict:
     from rtbwe.live import LiveSession
     from rtbwe.live_device import run_live
 
@@ -101,13 +101,13 @@ def measure(block: int, model: str, seconds: float, buffer_blocks: int,
         try:
             summary = run_live(session, "system", "system", duration_s=(x.size + extra) / SR + 0.5,
                                on_started=lambda _: loop.connect(*portaudio_ports(server.name)),
-                               out=io.StringIO())
+                               out=io.StringIO(), callback=callback)
             loop.wait_done(5.0)
         finally:
             loop.close()
         total = summary["total_latency_frames"]
         delay = measured_delay(loop.recorded, x, 2 * total + 4 * block)
-        return {"block": block, "model": model, "threads": threads, "buffer_blocks": session.buffer_blocks,
+        return {"block": block, "model": model, "threads": threads, "callback": callback, "buffer_blocks": session.buffer_blocks,
                 "measured_frames": delay, "reported_frames": total,
                 "measured_ms": 1000.0 * delay / SR,
                 "model_ms": session.algorithmic_ms, "buffer_ms": session.buffer_ms,
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer-blocks", type=int, nargs="+", default=[0],
                         help="0: the default (one model hop, at least 2 blocks)")
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--callbacks", nargs="+", default=["python"], choices=("python", "c"),
+                        help="audio callback: Python (LiveSession.callback) or C (cffi)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: "
                         "torch's own choice)")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("live_results.json"))
@@ -139,15 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for buffer_blocks in args.buffer_blocks:
                 for block in args.blocks:
-                    row = measure(block, model, args.seconds, buffer_blocks, args.threads)
-                    rows.append(row)
-                    print(f"{model:13s} block {block:4d} buf {row['buffer_blocks']}: measured "
-                          f"{row['measured_frames']:5d} fr = {row['measured_ms']:6.2f} ms "
-                          f"(reported {row['reported_frames']}: model {row['model_ms']:.1f} + "
-                          f"buffer {row['buffer_ms']:.2f} + PortAudio {row['device_ms']:.2f} ms)"
-                          f" | xruns jack {row['jack_xruns']} cb {row['callback_xruns']} | "
-                          f"late {row['late_frames']} | load {row['worker_load']:.0%}",
-                          flush=True)
+                    for callback in args.callbacks:
+                        row = measure(block, model, args.seconds, buffer_blocks, args.threads,
+                                      callback)
+                        rows.append(row)
+                        print(f"{model:13s} {callback:6s} block {block:4d} buf "
+                              f"{row['buffer_blocks']}: measured "
+                              f"{row['measured_frames']:5d} fr = {row['measured_ms']:6.2f} ms "
+                              f"(reported {row['reported_frames']}: model {row['model_ms']:.1f} + "
+                              f"buffer {row['buffer_ms']:.2f} + PortAudio {row['device_ms']:.2f} ms)"
+                              f" | xruns jack {row['jack_xruns']} cb {row['callback_xruns']} | "
+                              f"late {row['late_frames']} | load {row['worker_load']:.0%}",
+                              flush=True)
     args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"),
                                      "load_average": os.getloadavg(), "rows": rows},
                                     indent=1) + "\n")

@@ -33,7 +33,8 @@ def live(args: argparse.Namespace) -> int:
           f"blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
           "Ctrl-C stops.", file=sys.stderr)
     try:
-        summary = run_live(session, args.input, args.output, args.duration)
+        summary = run_live(session, args.input, args.output, args.duration,
+                           callback=args.callback)
     except LiveAudioError as err:
         print(f"rtbwe live: {err}", file=sys.stderr)
         return 2
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "survives a slower CPU, at one block of latency each")
     p.add_argument("--fallback", choices=("dry", "silence"), default="dry",
                    help="what plays when inference is late (default: the dry input, delayed)")
+    p.add_argument("--callback", choices=("python", "c", "auto"), default="python",
+                   help="audio callback: python (default), c (cffi, built on first use; needs "
+                   "a C compiler), auto (c when it builds)")
     p.add_argument("--sample-rate", type=int, default=None, help="stream rate (default: the "
                    "model's, 48000)")
     p.set_defaults(func=live)

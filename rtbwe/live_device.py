@@ -91,16 +91,32 @@ def open_stream(session: LiveSession, input_device: int | str | None = None,
 def run_live(session: LiveSession, input_device: int | str | None = None,
              output_device: int | str | None = None, duration_s: float = 0.0,
              status_interval_s: float = 0.5, out: TextIO | None = None,
-             on_started: Callable[[Any], None] | None = None) -> dict[str, Any]:
+             on_started: Callable[[Any], None] | None = None,
+             callback: str = "python") -> dict[str, Any]:
     """Run ``session`` on audio devices until ``duration_s`` (0: forever) or Ctrl-C.
 
     Prints a status line every ``status_interval_s`` to ``out`` (stderr by default; ``\\r``
     on a terminal). ``on_started(stream)`` runs once audio flows (tests use it to connect
-    ports). Returns a summary dict of the counters. Raises :class:`LiveAudioError`, or the
-    worker's exception if inference failed.
+    ports). ``callback``: ``"python"`` (:meth:`LiveSession.callback`), ``"c"`` (the cffi
+    callback of :mod:`rtbwe.ccallback`, no GIL) or ``"auto"`` (C when it builds). Returns a
+    summary dict of the counters. Raises :class:`LiveAudioError`, or the worker's exception if
+    inference failed.
     """
     out = out or sys.stderr
-    stream = open_stream(session, input_device, output_device)
+    if callback not in ("python", "c", "auto"):
+        raise ValueError(f"callback must be 'python', 'c' or 'auto', got {callback!r}")
+    use_c = callback == "c"
+    if callback == "auto":
+        from .ccallback import available
+        use_c = available()
+    if use_c:
+        from .ccallback import CLiveStream
+        resolve_device(input_device, "input")
+        resolve_device(output_device, "output")
+        stream = CLiveStream(session, input_device, output_device)
+    else:
+        stream = open_stream(session, input_device, output_device)
+    sync = getattr(stream, "sync_stats", lambda: None)
     device_latency_s = float(sum(stream.latency))
     tty = getattr(out, "isatty", lambda: False)()
     interrupted = False
@@ -116,6 +132,7 @@ def run_live(session: LiveSession, input_device: int | str | None = None,
                 time.sleep(wait)
                 if session.error is not None:
                     break
+                sync()
                 line = session.status_line(device_latency_s)
                 out.write(("\r" + line) if tty else (line + "\n"))
                 out.flush()
@@ -128,9 +145,11 @@ def run_live(session: LiveSession, input_device: int | str | None = None,
     if session.error is not None:
         raise RuntimeError(f"inference failed on the worker thread: {session.error!r}") \
             from session.error
+    sync()
     stats = session.snapshot()
     device_frames = int(round(device_latency_s * session.sample_rate))
-    return {"interrupted": interrupted, "latency_frames": session.latency_frames,
+    return {"interrupted": interrupted, "callback": "c" if use_c else "python",
+            "latency_frames": session.latency_frames,
             "latency_ms": session.latency_ms, "device_latency_ms": 1000 * device_latency_s,
             "device_latency_frames": device_frames,
             "total_latency_frames": session.latency_frames + device_frames,

@@ -260,3 +260,15 @@ def test_default_queue_covers_one_model_hop():
     assert [auto_buffer_blocks(Hop(0), b) for b in (64, 128, 256, 512)] == [8, 4, 2, 2]
     assert LiveSession(Hop(0), SR, 64).buffer_frames == 512
     assert auto_buffer_blocks(Scale(0), 64) == 2  # no hop: two blocks
+
+
+def test_c_callback_without_a_compiler_falls_back(tmp_path, monkeypatch):
+    from rtbwe import ccallback
+
+    monkeypatch.setenv("RTBWE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(ccallback, "_module", None)
+    monkeypatch.setattr(ccallback, "_error", None)
+    assert ccallback.available() is False
+    with pytest.raises(RuntimeError, match="compiler"):
+        ccallback.load()

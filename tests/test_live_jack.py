@@ -34,7 +34,7 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def run_through_jack(server, processor, x: np.ndarray, block: int, buffer_blocks: int = 2,
-                     slack_s: float = 0.6):
+                     slack_s: float = 0.6, callback: str = "python"):
     """Play ``x`` through ``rtbwe`` live on ``server``; returns (loop, summary, session)."""
     from rtbwe.live import LiveSession
     from rtbwe.live_device import run_live
@@ -49,7 +49,7 @@ def run_through_jack(server, processor, x: np.ndarray, block: int, buffer_blocks
 
         duration_s = (x.size + extra) / SR + slack_s
         summary = run_live(session, "system", "system", duration_s=duration_s,
-                           on_started=started, out=io.StringIO())
+                           on_started=started, out=io.StringIO(), callback=callback)
         assert loop.wait_done(5.0), f"recorded only {loop.recorded_frames} frames"
     finally:
         loop.close()
@@ -81,6 +81,24 @@ def test_identity_model_exact_delay_at_256_frames(jack_server):
     assert measured_delay(loop.recorded, x, 2 * total) == total
     late = summary["late_frames"]
     if late == 0:  # a late worker plays the dry input: the same for an identity model
+        np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+
+
+def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
+    from rtbwe import ccallback
+
+    monkeypatch.setenv("RTBWE_CACHE_DIR", str(tmp_path))  # build it here, from scratch
+    monkeypatch.setattr(ccallback, "_module", None)
+    monkeypatch.setattr(ccallback, "_error", None)
+    if not ccallback.available():
+        pytest.skip(ccallback._error)
+    x = noise(1.0, seed=3)
+    loop, summary, session = run_through_jack(jack_server, identity_extender(), x, block=256,
+                                              callback="c")
+    assert summary["callback"] == "c" and summary["callbacks"] > 0
+    total = summary["total_latency_frames"]
+    assert measured_delay(loop.recorded, x, 2 * total) == total == session.latency_frames + 256
+    if summary["late_frames"] == 0:
         np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
 
 
