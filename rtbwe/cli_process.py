@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +133,13 @@ def run_process(args: argparse.Namespace) -> int:
     from .weights import ModelLoadingError
 
     try:
-        bwe = BandwidthExtender(args.model, device=args.device, backend=args.backend,
-                                num_threads=args.threads, window_ms=args.window_ms,
-                                hop_ms=args.hop_ms)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            bwe = BandwidthExtender(args.model, device=args.device, backend=args.backend,
+                                    num_threads=args.threads, window_ms=args.window_ms,
+                                    hop_ms=args.hop_ms)
+        for warning in caught:
+            print(f"rtbwe process: warning: {warning.message}", file=sys.stderr)
         result = extend_file(Path(args.input), Path(args.output), bwe,
                              show_progress=False if args.quiet else None)
     except (CliError, ModelLoadingError, ValueError) as err:

@@ -145,7 +145,8 @@ class BandwidthExtender:
         self.window = kernels.synthesis_window(self.window_samples, self.hop_samples)
         self.engine = InferenceEngine(module, self.window_samples, device, backend, num_threads)
         kernels.warm_up()
-        self.engine.warm_up(rows=2)
+        for rows in (1, 2):  # mono and stereo hops: the first audio block pays no set-up
+            self.engine.warm_up(rows)
         self._stats = ProcessorStats()
         self._stream: StreamState | None = None
         self._fresh = True
