@@ -18,6 +18,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
@@ -136,6 +137,32 @@ def _truncate(score, max_seconds: float) -> None:
                 part.remove(measure)
 
 
+def _render(cfg: dict, midi: Path, raw: Path) -> tuple[np.ndarray | None, str]:
+    """fluidsynth -> raw float32 stereo (samples, 2), capped at ``max_seconds`` + 2 s.
+
+    Some scores yield MIDI files whose last notes never stop, so fluidsynth would render for
+    ever (we saw a 17 GB file). Raw output can be read at any length, so the renderer is
+    killed as soon as it has written enough, and after a hard time limit.
+    """
+    limit_frames = int((cfg["max_seconds"] + 2.0) * SAMPLE_RATE)
+    limit_bytes = limit_frames * 2 * 4
+    cmd = [cfg["fluidsynth"], "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-F", str(raw),
+           "-r", str(SAMPLE_RATE), "-O", "float", "-T", "raw", cfg["soundfont"], str(midi)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300.0
+    while proc.poll() is None:
+        if (raw.exists() and raw.stat().st_size >= limit_bytes) or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            break
+        time.sleep(0.1)
+    if not raw.exists() or raw.stat().st_size < 8:
+        err = proc.stderr.read().decode(errors="replace")[-300:] if proc.stderr else ""
+        return None, f"fluidsynth produced no audio: {err}"
+    data = np.fromfile(raw, dtype=np.float32, count=2 * limit_frames)
+    return data[: len(data) // 2 * 2].reshape(-1, 2), ""
+
+
 def render_piece(job: tuple[str, str, str, dict]) -> dict | None:
     """Render one score to mono 24-bit FLAC; returns its manifest entry or None if empty."""
     import soundfile as sf
@@ -155,17 +182,14 @@ def render_piece(job: tuple[str, str, str, dict]) -> dict | None:
     except Exception as err:  # noqa: BLE001 - a score music21 cannot parse is skipped
         return {"piece_id": piece_id, "error": f"parse: {err}"}
     with tempfile.TemporaryDirectory() as tmp:
-        midi, wav = Path(tmp) / "p.mid", Path(tmp) / "p.wav"
+        midi, raw = Path(tmp) / "p.mid", Path(tmp) / "p.raw"
         try:
             score.write("midi", fp=str(midi))
         except Exception as err:  # noqa: BLE001
             return {"piece_id": piece_id, "error": f"midi: {err}"}
-        cmd = [cfg["fluidsynth"], "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-F", str(wav),
-               "-r", str(SAMPLE_RATE), "-O", "float", "-T", "wav", cfg["soundfont"], str(midi)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or not wav.exists():
-            return {"piece_id": piece_id, "error": f"fluidsynth: {proc.stderr[-300:]}"}
-        audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        audio, error = _render(cfg, midi, raw)
+        if audio is None:
+            return {"piece_id": piece_id, "error": error}
     mono = audio.mean(axis=1)
     loud = np.flatnonzero(np.abs(mono) > 1e-4)
     if loud.size == 0:
