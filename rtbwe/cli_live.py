@@ -17,9 +17,15 @@ def build_processor(model: str, device: str, sample_rate: int | None = None):
 
 def live(args: argparse.Namespace) -> int:
     from .live import LiveSession
-    from .live_device import LiveAudioError, run_live
+    from .live_device import LiveAudioError, resolve_device, run_live
     from .weights import ModelLoadingError
 
+    try:  # devices first: a missing one should not wait for a model to load
+        resolve_device(args.input, "input")
+        resolve_device(args.output, "output")
+    except LiveAudioError as err:
+        print(f"rtbwe live: {err}", file=sys.stderr)
+        return 2
     try:
         processor = build_processor(args.model, args.device, args.sample_rate)
     except ModelLoadingError as err:
