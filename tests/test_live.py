@@ -272,3 +272,16 @@ def test_c_callback_without_a_compiler_falls_back(tmp_path, monkeypatch):
     assert ccallback.available() is False
     with pytest.raises(RuntimeError, match="compiler"):
         ccallback.load()
+
+
+def test_cli_live_missing_device_fails_before_loading_a_model(capsys):
+    from rtbwe import live_device
+    from rtbwe.cli import main
+
+    try:
+        live_device.import_sounddevice()
+    except live_device.LiveAudioError as err:
+        pytest.skip(str(err))
+    assert main(["live", "--input", "no-such-device-xyz", "--model", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-device-xyz" in err and ("rtbwe devices" in err or "no devices" in err)

@@ -180,3 +180,15 @@ def test_live_output_matches_rtbwe_process(model, jack_server, tmp_path):
     error = live - offline.reshape(live.shape)
     snr_db = 10 * np.log10(np.sum(offline ** 2) / np.sum(error ** 2))
     assert snr_db > 50.0 and np.abs(error).max() < 2e-3
+
+
+def test_cli_live_runs_and_reports(jack_server, capsys):
+    from rtbwe.cli import main
+
+    pytest.importorskip("rtbwe.processor", reason="rtbwe.processor not built yet")
+    assert main(["live", "--model", "identity", "--duration", "0.8", "--input", "system",
+                 "--output", "system", "--block-size", "256", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "latency" in err and "worker load" in err and "stopped" in err
+    assert main(["devices"]) == 0
+    assert "JACK" in capsys.readouterr().out
