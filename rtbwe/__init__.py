@@ -20,6 +20,8 @@ _LAZY = {
     "BandwidthExtender": "rtbwe.processor",
     "extend": "rtbwe.processor",
     "Chain": "rtbwe.chain",
+    "Delay": "rtbwe.chain",
+    "LiveSession": "rtbwe.live",
     "models": "rtbwe.models",
     "filters": "rtbwe.filters",
     "metrics": "rtbwe.metrics",

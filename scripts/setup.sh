@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libportaudio2 jackd2 libsndfile1 fluidsynth fluid-soundfont-gm
+APT_PACKAGES=(libportaudio2 jackd2 libsndfile1 fluidsynth fluid-soundfont-gm gcc
               musescore-general-soundfont python3-venv)
 
 missing=()
