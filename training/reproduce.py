@@ -260,7 +260,7 @@ def train_system(system: System, settings: ReproduceSettings, steps: int,
                 signal_module.signal(sig, handler)
             except (ValueError, TypeError):
                 pass
-    if trainer._stop:  # set by the Trainer's SIGINT/SIGTERM handler after a checkpoint
+    if trainer.stopped:  # set by the Trainer's SIGINT/SIGTERM handler after a checkpoint
         raise Interrupted(f"{system.label} stopped at step {trainer.step}/{steps}; run the same "
                           "command again to resume from its checkpoint")
     best = json.loads((run_dir / "best.json").read_text())

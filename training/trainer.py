@@ -205,11 +205,24 @@ class Trainer:
     def train(self, resume: bool = True) -> dict[str, float]:
         if resume:
             self.load_checkpoint()
+        previous = {}
         for sig in (signal_module.SIGTERM, signal_module.SIGINT):
             try:
-                signal_module.signal(sig, lambda *_: setattr(self, "_stop", True))
+                previous[sig] = signal_module.signal(sig, lambda *_: setattr(self, "_stop", True))
             except ValueError:  # not in the main thread
                 pass
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal_module.signal(sig, handler)
+
+    @property
+    def stopped(self) -> bool:
+        """True when the last :meth:`train` ended early on SIGTERM / Ctrl-C."""
+        return self._stop
+
+    def _loop(self) -> dict[str, float]:
         self.model.train()
         t_last, steps_last, loss_sum, loss_n = time.perf_counter(), self.step, 0.0, 0
         last_val: dict[str, float] = {}
