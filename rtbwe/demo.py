@@ -29,7 +29,7 @@ def run_demo(out_dir: str | Path, model: str = "default", block_size: int = 480,
 
     from . import filters, metrics
     from .processor import BandwidthExtender
-    from .weights import ModelLoadingError
+    from .weights import ModelLoadingError, read_card
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def run_demo(out_dir: str | Path, model: str = "default", block_size: int = 480,
     except ModelLoadingError as err:
         print(f"rtbwe demo: {err}")
         return {}
-    card = getattr(bwe, "card", None) or {}
+    card = read_card(model)
     cutoff_hz = float(card.get("cutoff_hz", 6000.0))
     spec = filters.TEST_FILTERS[filter_name]
     lowpassed = filters.apply(reference, sample_rate, cutoff_hz, spec)

@@ -29,7 +29,7 @@ class FilterSpec:
     order: int
 
     def __str__(self) -> str:
-        return f"{self.family}{self.order}"
+        return f"{self.family}-{self.order}"
 
 
 # Table I of the paper.

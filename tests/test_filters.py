@@ -82,7 +82,7 @@ def test_shapes_and_channels_independent():
 
 def test_table_one():
     assert len(filters.TRAIN_FILTERS) == 8
-    assert str(filters.SEEN_TEST_FILTER) == "cheby1" + "6"
+    assert str(filters.SEEN_TEST_FILTER) == "cheby1-6"
     assert filters.SEEN_TEST_FILTER in filters.TRAIN_FILTERS
     assert filters.UNSEEN_TEST_FILTER not in filters.TRAIN_FILTERS
 
