@@ -20,7 +20,7 @@ import torch
 
 from . import kernels
 from .kernels import reference
-from .processor import BandwidthExtender
+from .processor import DEFAULT_HOP_MS, DEFAULT_WINDOW_MS, BandwidthExtender
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class StreamTiming:
 
 
 def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
-                   window_ms: float = 20.0, hop_ms: float = 10.0, seed: int = 0
+                   window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
+                   seed: int = 0
                    ) -> BandwidthExtender:
     """An extender around registry model ``model`` with random weights (warning silenced)."""
     torch.manual_seed(seed)
@@ -86,7 +87,7 @@ def _hot_path(impl, block, inbuf, frames, acc, weight_sum, outbuf, result, windo
     impl.pop_front(outbuf, fill, result)
 
 
-def time_kernels(channels: int = 2, window_samples: int = 960, hop_samples: int = 480,
+def time_kernels(channels: int = 2, window_samples: int = 1024, hop_samples: int = 512,
                  num_frames: int = 1, repeats: int = 2000) -> dict[str, float]:
     """Median microseconds of the per-call kernel sequence, Numba vs NumPy reference."""
     kernels.warm_up()
@@ -157,8 +158,9 @@ def streaming_table(timings: list[StreamTiming]) -> str:
 
 
 def report(models: list[str], backends: list[str], threads: list[int],
-           block_samples: list[int], seconds: float = 5.0, window_ms: float = 20.0,
-           hop_ms: float = 10.0, channels: int = 1) -> str:
+           block_samples: list[int], seconds: float = 5.0,
+           window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
+           channels: int = 1) -> str:
     """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups."""
     timings = []
     for model in models:

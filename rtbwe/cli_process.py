@@ -163,8 +163,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--window-ms", type=float, default=20.0, help="analysis window (20)")
-    p.add_argument("--hop-ms", type=float, default=10.0, help="hop between windows (10)")
+    from .processor import DEFAULT_HOP_MS, DEFAULT_WINDOW_MS
+
+    p.add_argument("--window-ms", type=float, default=DEFAULT_WINDOW_MS,
+                   help=f"analysis window (default {DEFAULT_WINDOW_MS:.2f} = 1024 samples at 48k)")
+    p.add_argument("--hop-ms", type=float, default=DEFAULT_HOP_MS,
+                   help=f"hop between windows (default {DEFAULT_HOP_MS:.2f})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -185,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry names (random weights; timing only)")
     b.add_argument("--backends", nargs="+", default=["eager", "torchscript"])
     b.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    b.add_argument("--blocks", nargs="+", type=int, default=[480],
+    b.add_argument("--blocks", nargs="+", type=int, default=[512],
                    help="host block sizes in samples")
     b.add_argument("--seconds", type=float, default=5.0, help="audio streamed per setting")
     _add_model_options(b)

@@ -127,4 +127,4 @@ def test_bench_prints_the_benchmark_figures(capsys):
     out = capsys.readouterr().out
     for column in ("p50 ms", "p99 ms", "RT", "latency ms", "speed-up"):
         assert column in out
-    assert "19.98" in out  # 959 samples at 48 kHz
+    assert "21.31" in out  # 1023 samples at 48 kHz

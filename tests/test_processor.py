@@ -66,7 +66,7 @@ def test_identity_streaming_is_the_input_delayed_by_latency(identity_bwe, blocks
     x = _noise((channels, sum(blocks)), seed=len(blocks))
     y = _stream(identity_bwe, x, blocks)
     latency = identity_bwe.latency_samples
-    assert latency == 959
+    assert latency == identity_bwe.window_samples - 1
     np.testing.assert_array_equal(y[:, :latency], 0.0)
     np.testing.assert_allclose(y[:, latency:], x[:, :-latency], atol=1e-5)
 
@@ -123,7 +123,8 @@ def test_offline_is_causal_up_to_the_latency(tiny_bwe):
     x = _noise((1, 6000), seed=3)
     cut = 3000
     later_changed = x.copy()
-    later_changed[:, cut + tiny_bwe.latency_samples:] = _noise((1, 6000 - cut - 959), seed=4)
+    later = cut + tiny_bwe.latency_samples
+    later_changed[:, later:] = _noise((1, 6000 - later), seed=4)
     a, b = tiny_bwe.process(x, RATE), tiny_bwe.process(later_changed, RATE)
     np.testing.assert_allclose(a[:, :cut + 1], b[:, :cut + 1], atol=1e-6)
     assert np.abs(a[:, cut + 1:] - b[:, cut + 1:]).max() > 1e-3
@@ -147,7 +148,7 @@ class _BatchRecorder(nn.Module):
 
 def test_ready_windows_of_all_channels_run_as_one_batch():
     recorder = _BatchRecorder()
-    bwe = BandwidthExtender(recorder)
+    bwe = BandwidthExtender(recorder, window_ms=20, hop_ms=10)
     recorder.batches.clear()
     bwe.process(_noise((2, 8193)), RATE, reset=False)
     frames = (8193 - 480) // 480 + 1  # (480 zeros + 8193 samples - 960) // 480 + 1
@@ -222,6 +223,12 @@ def test_changing_channels_mid_stream_needs_reset(identity_bwe):
     identity_bwe.process(_noise((1, 100)), RATE)  # reset=True is always fine
 
 
+def test_default_geometry_is_1024_over_512_at_48k(identity_bwe):
+    assert (identity_bwe.window_samples, identity_bwe.hop_samples) == (1024, 512)
+    assert identity_bwe.latency_samples == 1023
+    assert abs(identity_bwe.latency_ms - 21.3125) < 1e-9
+
+
 def test_window_and_hop_arguments_are_checked():
     with pytest.raises(ValueError, match="hop_ms <= window_ms"):
         BandwidthExtender(nn.Identity(), window_ms=10, hop_ms=20)
@@ -262,7 +269,7 @@ def test_saved_weights_bring_their_sample_rate(tmp_path):
         "model_class": "ARUNet", "model_kwargs": models.build_kwargs("tiny")[1],
         "sample_rate": 16000})
     bwe = BandwidthExtender(card)
-    assert (bwe.sample_rate, bwe.window_samples, bwe.hop_samples) == (16000, 320, 160)
+    assert (bwe.sample_rate, bwe.window_samples, bwe.hop_samples) == (16000, 341, 171)
     with pytest.raises(ValueError, match="runs at 16000 Hz"):
         bwe.process(np.zeros(100, np.float32), RATE)
     with pytest.raises(ValueError, match="trained at 16000 Hz"):
