@@ -103,7 +103,7 @@ def ingest_and_frame(block: np.ndarray, inbuf: np.ndarray, in_fill: int, hop_sam
     num_frames = 0
     if in_fill >= window_samples:
         num_frames = (in_fill - window_samples) // hop_samples + 1
-        frame_signal(inbuf, 0, hop_samples, num_frames, frames)
+        frame_signal(inbuf, np.int64(0), hop_samples, num_frames, frames)  # not Literal[int](0)
         consumed = num_frames * hop_samples
         in_fill -= consumed
         shift_left(inbuf, consumed, in_fill)

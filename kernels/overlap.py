@@ -95,7 +95,7 @@ def accumulate_and_emit(frames: np.ndarray, num_frames: int, window: np.ndarray,
     """
     channels = acc.shape[0]
     replaced = replace_nonfinite(frames, channels * num_frames)
-    overlap_add(frames, num_frames, window, hop_samples, acc, weight_sum, 0)
+    overlap_add(frames, num_frames, window, hop_samples, acc, weight_sum, np.int64(0))
     consumed = num_frames * hop_samples
     normalise(acc, weight_sum, skip, consumed - skip, out, out_fill)
     shift_accumulator(acc, weight_sum, consumed, window.shape[0] - hop_samples)
