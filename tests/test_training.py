@@ -162,3 +162,15 @@ def test_shipped_configs_parse():
     for path in (Path(__file__).parent.parent / "training" / "configs").glob("*.toml"):
         cfg = config_mod.load_config(path)
         assert cfg.model
+
+
+def test_warm_start_from_a_card(tmp_path):
+    folder = _write_tones(tmp_path / "f")
+    first = Trainer(_smoke_config(folder, 3), tmp_path / "a", log=lambda s: None)
+    first.train()
+    cfg = _smoke_config(folder, 3).replace(init_from=str(tmp_path / "a" / "best.json"), steps=0)
+    second = Trainer(cfg, tmp_path / "b", log=lambda s: None)
+    second.train()
+    best = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    for name, value in second.model.state_dict().items():
+        assert torch.equal(value, best[name]) or name.endswith("num_batches_tracked"), name

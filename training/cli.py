@@ -33,7 +33,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     cfg = load_config(args.config, steps=args.steps, device=args.device, data=args.data,
-                      threads=args.threads)
+                      threads=args.threads, init_from=args.init_from)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     if not args.resume and (run_dir / "checkpoint.pt").exists():
         print(f"{run_dir}/checkpoint.pt exists; pass --resume to continue it or choose "
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device")
     f.add_argument("--data")
     f.add_argument("--threads", type=int)
+    f.add_argument("--init-from", help="model card to warm-start from when there is no "
+                   "checkpoint (e.g. rtbwe/weights/arunet-small-6k.json on a new machine)")
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("eval", help="SNR, ΔSNR, LSD, LSD-HF, ViSQOL on the test split")

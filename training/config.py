@@ -56,6 +56,8 @@ class TrainConfig:
     log_every: int = 50
     max_track_seconds: float | None = None
     train_limit: int | None = None       # use only the first N training files (smoke tests)
+    init_from: str | None = None         # warm start from a model card (.json) when there is
+                                         # no checkpoint yet, e.g. the shipped weights
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -202,9 +202,17 @@ class Trainer:
             loss = loss + self.cfg.spectral_loss_weight * stft_loss(y, target)
         return loss
 
+    def warm_start(self, card_path: str) -> None:
+        """Load weights (safetensors, no optimizer state) from a model card."""
+        from rtbwe.weights import load_model
+
+        source = load_model(card_path)
+        self.model.load_state_dict(source.state_dict())
+        self.log(f"warm start from {card_path} ({source.card.get('steps', '?')} steps)")
+
     def train(self, resume: bool = True) -> dict[str, float]:
-        if resume:
-            self.load_checkpoint()
+        if not (resume and self.load_checkpoint()) and self.cfg.init_from:
+            self.warm_start(self.cfg.init_from)
         previous = {}
         for sig in (signal_module.SIGTERM, signal_module.SIGINT):
             try:
