@@ -95,7 +95,7 @@ def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> flo
     resampler. Multichannel input is averaged to mono.
     """
     try:
-        from visqol import VisqolApi
+        import visqol  # noqa: F401
     except ImportError:
         raise ImportError("visqol needs the optional extra: pip install 'rtbwe[visqol]' "
                           "(the visqol-python package)") from None

@@ -103,7 +103,7 @@ def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
         raise ValueError(f"audio must be (samples,) or (channels, samples), got shape "
                          f"{audio.shape}")
     if audio.shape[0] > MAX_CHANNELS:
-        hint = (f"; it looks like (samples, channels): pass audio.T" if
+        hint = ("; it looks like (samples, channels): pass audio.T" if
                 audio.shape[1] <= MAX_CHANNELS else "")
         raise ValueError(f"audio has {audio.shape[0]} channels (shape {audio.shape}); pass "
                          f"(channels, samples) with at most {MAX_CHANNELS} channels{hint}")

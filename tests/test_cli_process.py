@@ -5,20 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
 
 from rtbwe import cli, cli_process, models
 from rtbwe.processor import BandwidthExtender
-
-
-def random_tiny(seed: int = 0) -> nn.Module:
-    """The tiny ARUNet with every layer random, including the output conv (which the
-    registry may zero-initialise so that untrained nets start as the identity)."""
-    torch.manual_seed(seed)
-    net = models.build("tiny").eval()
-    nn.init.normal_(net.out.weight, std=0.2)
-    nn.init.normal_(net.out.bias, std=0.05)
-    return net
+from helpers import random_tiny
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The README's main job: the demo writes wavs + a spectrogram PNG and prints metrics."""
 import numpy as np
-import pytest
 import soundfile as sf
 
 from rtbwe import demo, models

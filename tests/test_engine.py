@@ -9,21 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from rtbwe import engine, models
+from rtbwe import engine
+from helpers import random_tiny
 
 WINDOW = 960
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (cuda-graph backend); none visible")
-
-
-def random_tiny(seed: int = 0) -> nn.Module:
-    """The tiny ARUNet with every layer random, including the output conv (which the
-    registry may zero-initialise so that untrained nets start as the identity)."""
-    torch.manual_seed(seed)
-    net = models.build("tiny").eval()
-    nn.init.normal_(net.out.weight, std=0.2)
-    nn.init.normal_(net.out.bias, std=0.05)
-    return net
 
 
 @pytest.fixture(scope="module")

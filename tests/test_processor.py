@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 import rtbwe
 from rtbwe import models
 from rtbwe.processor import BandwidthExtender, extend
+from helpers import random_tiny
 
 RATE = 48000
-
-
-def random_tiny(seed: int = 0) -> nn.Module:
-    """The tiny ARUNet with every layer random, including the output conv (which the
-    registry may zero-initialise so that untrained nets start as the identity)."""
-    torch.manual_seed(seed)
-    net = models.build("tiny").eval()
-    nn.init.normal_(net.out.weight, std=0.2)
-    nn.init.normal_(net.out.bias, std=0.05)
-    return net
 
 
 @pytest.fixture(scope="module")
