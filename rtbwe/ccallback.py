@@ -27,7 +27,8 @@ __all__ = ["available", "CLiveStream"]
 
 MODULE_NAME = "_rtbwe_ccallback_v1"
 
-CDEF = """
+# The state shared by Python and C; one definition serves cdef and the C source.
+STRUCT = """
 typedef struct {
     float *in_data; float *out_data;
     uint64_t capacity; uint64_t channels;
@@ -36,6 +37,9 @@ typedef struct {
     uint64_t callbacks, callback_frames, xruns, input_overflows, output_underflows,
              late_blocks, late_frames;
 } rtbwe_live;
+"""
+
+CDEF = STRUCT + """
 int rtbwe_callback(const void *input, void *output, unsigned long frames,
                    const void *time_info, unsigned long status_flags, void *user);
 uint64_t rtbwe_load(uint64_t *p);
@@ -45,15 +49,7 @@ void rtbwe_store(uint64_t *p, uint64_t v);
 SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
-typedef struct {
-    float *in_data; float *out_data;
-    uint64_t capacity; uint64_t channels;
-    uint64_t in_written; uint64_t out_written;
-    int64_t latency_frames; int fallback_dry;
-    uint64_t callbacks, callback_frames, xruns, input_overflows, output_underflows,
-             late_blocks, late_frames;
-} rtbwe_live;
-
+""" + STRUCT + r"""
 uint64_t rtbwe_load(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 void rtbwe_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
