@@ -195,7 +195,7 @@ def test_gsm_streams_aligned_with_small_blocks():
 
 def test_bandwidth_extender_in_a_chain():
     torch = pytest.importorskip("torch")
-    processor = pytest.importorskip("rtbwe.processor", reason="rtbwe.processor not built yet")
+    from rtbwe import processor
     bwe = processor.BandwidthExtender(torch.nn.Identity(), sample_rate=SR)
     items = [pb.HighpassFilter(80), bwe, pb.Gain(-3), pb.Resample(target_sample_rate=24000)]
     x = noise(1, 20000, seed=11)

@@ -20,7 +20,6 @@ def load_example():
 
 @pytest.mark.parametrize("block_size", [300, 4096])
 def test_example_streams_a_file_like_the_whole_buffer_chain(tmp_path, block_size):
-    pytest.importorskip("rtbwe.processor", reason="rtbwe.processor not built yet")
     example = load_example()
     rng = np.random.default_rng(0)
     x = (0.2 * rng.standard_normal((20000, 2))).astype(np.float32)
