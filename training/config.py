@@ -32,6 +32,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: bool = True                 # DA: random Table I filter per segment
     cutoff_hz: float = 6000.0
+    cutoff_jitter: float = 0.0           # DA only: cutoff drawn in [c/(1+j), c(1+j)] per segment
     sample_rate: int = 48000
     data: str = "corpus/v1"
     data_kind: str = "auto"              # corpus | maestro | folder | auto

@@ -135,13 +135,21 @@ class PairSampler:
         augment: True = a random Table I training filter per segment (DA); False =
             Chebyshev-1 order 6 only.
         min_rms: segments quieter than this are redrawn (silence teaches nothing).
+        cutoff_jitter: with DA, each segment's cutoff is drawn log-uniformly from
+            ``[cutoff_hz / (1 + j), cutoff_hz * (1 + j)]`` (0 = always ``cutoff_hz``, the paper).
+            Real band-limited input never has exactly the trained cutoff; jitter makes the
+            network find the band edge in the signal instead of assuming it.
         seed: RNG seed; ``state()``/``set_state()`` make a resumed run reproducible.
     """
 
     def __init__(self, pool: AudioPool, segment_samples: int = 8192, cutoff_hz: float = 6000.0,
-                 augment: bool = True, min_rms: float = 1e-3, seed: int = 0):
+                 augment: bool = True, min_rms: float = 1e-3, seed: int = 0,
+                 cutoff_jitter: float = 0.0):
         self.pool, self.segment_samples = pool, int(segment_samples)
         self.cutoff_hz, self.augment, self.min_rms = float(cutoff_hz), augment, min_rms
+        if not 0.0 <= cutoff_jitter < 1.0:
+            raise ValueError(f"cutoff_jitter must be in [0, 1), got {cutoff_jitter}")
+        self.cutoff_jitter = float(cutoff_jitter)
         self.rng = np.random.default_rng(seed)
         lengths = np.array([len(t) for t in pool.tracks], dtype=np.float64)
         if lengths.max() < self.segment_samples:
@@ -154,6 +162,13 @@ class PairSampler:
             return filters.SEEN_TEST_FILTER
         return filters.TRAIN_FILTERS[int(self.rng.integers(len(filters.TRAIN_FILTERS)))]
 
+    def cutoff_for_segment(self) -> float:
+        """The segment's cutoff in Hz: ``cutoff_hz``, or a jittered one with DA."""
+        if not self.augment or self.cutoff_jitter == 0.0:
+            return self.cutoff_hz
+        span = np.log1p(self.cutoff_jitter)
+        return float(self.cutoff_hz * np.exp(self.rng.uniform(-span, span)))
+
     def segment(self) -> tuple[np.ndarray, np.ndarray, int, int]:
         """One (lowpassed, target) pair of (segment_samples,) plus its track index and start."""
         n = self.segment_samples
@@ -165,8 +180,8 @@ class PairSampler:
             if np.sqrt(np.mean(target**2)) >= self.min_rms:
                 break
         lo, hi = max(0, start - FILTER_CONTEXT), min(len(track), start + n + FILTER_CONTEXT)
-        filtered = filters.apply(track[lo:hi], self.pool.sample_rate, self.cutoff_hz,
-                                 self.filter_for_segment())
+        filtered = filters.apply(track[lo:hi], self.pool.sample_rate,
+                                 round(self.cutoff_for_segment()), self.filter_for_segment())
         return filtered[start - lo:start - lo + n], target, index, start
 
     def batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
