@@ -35,5 +35,7 @@ def pytest_terminal_summary(terminalreporter):
                             for k, v in row.items() if k != "name")
         terminalreporter.write_line(f"{row['name']}: {figures}")
     out = Path(__file__).with_name("last_results.json")
-    out.write_text(json.dumps(RESULTS, indent=1) + "\n")
-    terminalreporter.write_line(f"written to {out}")
+    merged = {row["name"]: row for row in json.loads(out.read_text())} if out.exists() else {}
+    merged.update({row["name"]: row for row in RESULTS})  # a partial run updates its own rows
+    out.write_text(json.dumps(list(merged.values()), indent=1) + "\n")
+    terminalreporter.write_line(f"updated {len(RESULTS)} rows of {out}")

@@ -37,10 +37,10 @@ def frame_signal(signal: np.ndarray, start: int, hop_samples: int, num_frames: i
         raise ValueError("frame_signal: frames buffer has too few rows")
     for c in range(channels):
         for f in range(num_frames):
-            row = c * num_frames + f
             offset = start + f * hop_samples
+            src, dst = signal[c, offset:offset + window_samples], frames[c * num_frames + f]
             for i in range(window_samples):
-                frames[row, i] = signal[c, offset + i]
+                dst[i] = src[i]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -52,13 +52,12 @@ def copy_sanitised(source: np.ndarray, dest: np.ndarray, dest_start: int) -> int
         raise ValueError("copy_sanitised: destination buffer too small")
     replaced = 0
     for c in range(channels):
-        for i in range(n):
-            value = source[c, i]
-            if np.isfinite(value):
-                dest[c, dest_start + i] = value
-            else:
-                dest[c, dest_start + i] = 0.0
-                replaced += 1
+        src, dst = source[c], dest[c, dest_start:dest_start + n]
+        for i in range(n):  # branch-free and 0-based, so LLVM vectorises it
+            value = src[i]
+            finite = value - value == 0.0  # False for NaN and +-Inf
+            dst[i] = value if finite else np.float32(0.0)
+            replaced += not finite
     return replaced
 
 
@@ -68,10 +67,12 @@ def replace_nonfinite(buffer: np.ndarray, rows: int) -> int:
     Returns how many samples were replaced."""
     replaced = 0
     for r in range(rows):
-        for i in range(buffer.shape[1]):
-            if not np.isfinite(buffer[r, i]):
-                buffer[r, i] = 0.0
-                replaced += 1
+        row = buffer[r]
+        for i in range(row.shape[0]):  # branch-free, so LLVM vectorises it
+            value = row[i]
+            finite = value - value == 0.0
+            row[i] = value if finite else np.float32(0.0)
+            replaced += not finite
     return replaced
 
 
@@ -82,10 +83,11 @@ def shift_left(buffer: np.ndarray, shift: int, length: int) -> None:
     if shift < 0 or shift + length > buffer.shape[1]:
         raise ValueError("shift_left: range runs past the buffer")
     for c in range(buffer.shape[0]):
-        for i in range(length):
-            buffer[c, i] = buffer[c, i + shift]
-        for i in range(length, length + shift):
-            buffer[c, i] = 0.0
+        row = buffer[c]
+        moved = row[shift:shift + length]
+        for i in range(length):  # forward copy: safe in place since shift >= 0
+            row[i] = moved[i]
+        row[length:length + shift] = 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -118,7 +120,8 @@ def pop_front(buffer: np.ndarray, fill: int, out: np.ndarray) -> int:
     if n > fill:
         raise ValueError("pop_front: fewer samples buffered than requested")
     for c in range(buffer.shape[0]):
+        src, dst = buffer[c], out[c]
         for i in range(n):
-            out[c, i] = buffer[c, i]
+            dst[i] = src[i]
     shift_left(buffer, n, fill - n)
     return fill - n

@@ -36,12 +36,14 @@ def overlap_add(frames: np.ndarray, num_frames: int, window: np.ndarray, hop_sam
         raise ValueError("overlap_add: bad start or weight_sum shorter than acc")
     for f in range(num_frames):
         offset = start + f * hop_samples
+        # 1-D views indexed from 0: no negative-index wraparound check, so the loops vectorise
+        weights = weight_sum[offset:offset + window_samples]
         for i in range(window_samples):
-            weight_sum[offset + i] += window[i]
+            weights[i] += window[i]
         for c in range(channels):
-            row = c * num_frames + f
+            frame, dst = frames[c * num_frames + f], acc[c, offset:offset + window_samples]
             for i in range(window_samples):
-                acc[c, offset + i] += window[i] * frames[row, i]
+                dst[i] += window[i] * frame[i]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -57,12 +59,17 @@ def normalise(acc: np.ndarray, weight_sum: np.ndarray, acc_start: int, num_sampl
         raise ValueError("normalise: output buffer too small")
     if acc_start < 0 or acc_start + num_samples > acc.shape[1]:
         raise ValueError("normalise: range runs past the accumulator")
-    for j in range(acc_start, acc_start + num_samples):
-        if not weight_sum[j] > 0.0:
-            raise ValueError("normalise: summed window weight is not > 0; windows leave a gap")
+    weights = weight_sum[acc_start:acc_start + num_samples]
+    smallest = np.inf
+    for j in range(num_samples):
+        smallest = min(smallest, weights[j])
+    if num_samples > 0 and not smallest > 0.0:
+        raise ValueError("normalise: summed window weight is not > 0; windows leave a gap")
     for c in range(acc.shape[0]):
+        src = acc[c, acc_start:acc_start + num_samples]
+        dst = out[c, out_start:out_start + num_samples]
         for j in range(num_samples):
-            out[c, out_start + j] = acc[c, acc_start + j] / weight_sum[acc_start + j]
+            dst[j] = src[j] / weights[j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -71,15 +78,16 @@ def shift_accumulator(acc: np.ndarray, weight_sum: np.ndarray, shift: int, lengt
     the front and zero what follows (in place, no temporary)."""
     if shift < 0 or shift + length > acc.shape[1]:
         raise ValueError("shift_accumulator: range runs past the buffer")
+    moved = weight_sum[shift:shift + length]
     for i in range(length):
-        weight_sum[i] = weight_sum[i + shift]
-    for i in range(length, length + shift):
-        weight_sum[i] = 0.0
+        weight_sum[i] = moved[i]
+    weight_sum[length:length + shift] = 0.0
     for c in range(acc.shape[0]):
-        for i in range(length):
-            acc[c, i] = acc[c, i + shift]
-        for i in range(length, length + shift):
-            acc[c, i] = 0.0
+        row = acc[c]
+        moved = row[shift:shift + length]
+        for i in range(length):  # forward copy: safe in place since shift >= 0
+            row[i] = moved[i]
+        row[length:length + shift] = 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

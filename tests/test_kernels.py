@@ -194,3 +194,44 @@ def test_fused_streaming_kernels_match_reference(channels, geometry, blocks, see
         assert fast[:5] == slow[:5]
         assert np.isfinite(fast[5]).all()
         np.testing.assert_allclose(fast[5], slow[5], rtol=1e-5, atol=1e-6)
+
+
+NRT_PROBE = """
+import numpy as np
+from numba.core.runtime import rtsys
+from rtbwe import kernels
+from rtbwe.benchmarking import _hot_path
+W, H, C, F = 1024, 512, 2, 3
+kernels.warm_up()
+window = kernels.synthesis_window(W, H)
+block = np.random.default_rng(0).standard_normal((C, F * H)).astype(np.float32)
+inbuf = np.zeros((C, W - H + F * H), np.float32)
+frames = np.zeros((C * F, W), np.float32)
+acc = np.zeros((C, (F - 1) * H + W), np.float32)
+weight_sum = np.zeros(acc.shape[1], np.float32)
+outbuf = np.zeros((C, W + 3 * F * H), np.float32)
+result = np.empty_like(block)
+args = (kernels, block, inbuf, frames, acc, weight_sum, outbuf, result, window, H)
+_hot_path(*args)
+before = rtsys.get_allocation_stats().alloc
+for _ in range(100):
+    _hot_path(*args)
+print(rtsys.get_allocation_stats().alloc - before)
+"""
+
+
+def test_streaming_kernels_allocate_nothing_inside():
+    """Numba's runtime counts every allocation (NUMBA_NRT_STATS=1). Its dispatcher wraps each
+    array argument in one record per call (10 array arguments in the three streaming calls);
+    anything more would be an allocation inside a kernel (``np.empty``, ``.copy()``, a
+    temporary from an overlapping slice assignment)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    done = subprocess.run([sys.executable, "-c", NRT_PROBE], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    array_arguments_per_call = 3 + 5 + 2  # ingest_and_frame, accumulate_and_emit, pop_front
+    assert int(done.stdout.split()[-1]) == 100 * array_arguments_per_call
