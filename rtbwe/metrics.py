@@ -7,6 +7,8 @@ All functions take ``reference`` and ``estimate`` of equal shape, ``(samples,)``
 * ``lsd``: Hann STFT (n_fft 2048, hop 512), ``log10`` power clamped at 1e-10,
   RMS over frequency bins, mean over frames (and channels).
 * ``lsd_hf``: the same over the bins above ``cutoff_hz`` only.
+* ``band_error_db``: where the error lies: error energy per frequency band relative to the
+  reference's total energy (the per-band terms of the SNR's denominator).
 * ``visqol``: ViSQOL v3 audio mode (``pip install rtbwe[visqol]``), MOS-LQO in 1..5.
 * ``vggish_distance``: see :mod:`rtbwe.vggish`.
 """
@@ -45,6 +47,34 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     if power == 0:
         return float("-inf")
     return float(10 * np.log10(power / noise))
+
+
+BAND_EDGES_HZ = (0, 3000, 4500, 5500, 6000, 6500, 7000, 8000, 10000, 12000, 24000)
+
+
+def band_error_db(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+                  edges_hz: tuple[float, ...] = BAND_EDGES_HZ) -> np.ndarray:
+    """Error energy in each band ``[edges_hz[k], edges_hz[k+1])``, in dB relative to the
+    reference's total energy: (len(edges_hz) - 1,). By Parseval the bands' linear sum is
+    ``10 ** (-snr_db / 10)`` when the edges cover 0 to Nyquist.
+    """
+    ref, est = _pair(reference, estimate)
+    freqs = np.fft.rfftfreq(ref.shape[-1], 1.0 / sample_rate)
+    weight = np.full(freqs.shape, 2.0)  # one-sided spectrum: DC and Nyquist count once
+    weight[0] = 1.0
+    if ref.shape[-1] % 2 == 0:
+        weight[-1] = 1.0
+    error = weight * np.sum(np.abs(np.fft.rfft(ref - est, axis=-1)) ** 2, axis=0)
+    total = float(np.sum(weight * np.sum(np.abs(np.fft.rfft(ref, axis=-1)) ** 2, axis=0)))
+    edges = np.asarray(edges_hz, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges_hz must be increasing with at least two entries, got {edges_hz}")
+    index = np.searchsorted(edges, freqs, side="right") - 1
+    index[freqs == edges[-1]] = len(edges) - 2  # the top edge (Nyquist) closes the last band
+    inside = (index >= 0) & (index < len(edges) - 1)
+    bands = np.bincount(index[inside], weights=error[inside], minlength=len(edges) - 1)
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(bands / total) if total > 0 else np.full(len(bands), np.inf)
 
 
 def log_power_spectrogram(audio: np.ndarray, n_fft: int = LSD_N_FFT,

@@ -131,3 +131,20 @@ def test_vggish_without_weights_says_what_to_do(tmp_path):
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not a torchvggish state dict"):
         vggish.load_vggish(bad)
+
+
+def test_band_error_sums_to_the_snr_and_locates_the_error():
+    sr = 48000
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((2, sr + 1)).astype(np.float32)  # odd length, stereo
+    t = np.arange(sr + 1) / sr
+    estimate = reference + 0.01 * np.sin(2 * np.pi * 7200 * t)  # error only at 7.2 kHz
+    bands = metrics.band_error_db(reference, estimate, sr)
+    assert bands.shape == (len(metrics.BAND_EDGES_HZ) - 1,)
+    linear = 10 ** (bands / 10)
+    assert np.isclose(10 * np.log10(linear.sum()), -metrics.snr_db(reference, estimate),
+                      atol=1e-6)
+    k = metrics.BAND_EDGES_HZ.index(7000)  # the 7-8 kHz band holds it all
+    assert linear[k] > 0.999 * linear.sum()
+    with pytest.raises(ValueError, match="edges_hz"):
+        metrics.band_error_db(reference, estimate, sr, edges_hz=(0, 5000, 3000))

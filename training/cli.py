@@ -54,8 +54,8 @@ def _load_any(model_arg: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import dataset_files
-    from .evaluate import (EvalSettings, evaluate, format_table, lsd_hf_reduction,
-                           system_runner, test_clips, write_csv)
+    from .evaluate import (EvalSettings, band_errors, evaluate, format_band_table,
+                           format_table, lsd_hf_reduction, system_runner, test_clips, write_csv)
 
     import torch
 
@@ -83,6 +83,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if name != "Input":
             print(f"{name}: LSD-HF reduction seen {res['seen']['lsd_hf_reduction']:.1%}, "
                   f"unseen {res['unseen']['lsd_hf_reduction']:.1%}")
+    if args.bands:
+        runners = {"Input": system_runner(None, settings.sample_rate)}
+        runners.update({m: system_runner(_load_any(m), settings.sample_rate, args.whole)
+                        for m in args.models})
+        print("\nerror energy per band, dB relative to the reference energy (lower is better)")
+        print(format_band_table({name: band_errors(run, clips, settings)
+                                 for name, run in runners.items()}))
     if args.csv:
         write_csv(results, args.csv)
     if args.json:
@@ -158,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, default=24)
     e.add_argument("--whole", action="store_true", help="run the network over whole clips")
     e.add_argument("--no-visqol", action="store_true")
+    e.add_argument("--bands", action="store_true",
+                   help="also print where the error lies: error energy per frequency band")
     e.add_argument("--vggish-weights")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--csv")

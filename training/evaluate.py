@@ -91,6 +91,37 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
     return out
 
 
+def band_errors(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
+                settings: EvalSettings) -> dict[str, np.ndarray]:
+    """Per filter, error energy per band of ``metrics.BAND_EDGES_HZ`` relative to the
+    reference energy, pooled over clips (sums of energies, then dB): filter -> (bands,)."""
+    out = {}
+    sr, fc = settings.sample_rate, settings.cutoff_hz
+    for name, spec in filters.TEST_FILTERS.items():
+        error, total = 0.0, 0.0
+        for ref in clips:
+            est = np.asarray(run(filters.apply(ref, sr, fc, spec)), dtype=np.float32)
+            energy = float(np.sum(np.asarray(ref, np.float64) ** 2))
+            error = error + energy * 10 ** (metrics.band_error_db(ref, est, sr) / 10)
+            total += energy
+        out[name] = 10 * np.log10(np.maximum(error / total, 1e-30))
+    return out
+
+
+def format_band_table(results: dict[str, dict[str, np.ndarray]]) -> str:
+    """Markdown table of :func:`band_errors`: one row per system and filter."""
+    edges = metrics.BAND_EDGES_HZ
+    names = [f"{lo / 1000:g}-{hi / 1000:g} kHz" for lo, hi in zip(edges[:-1], edges[1:])]
+    lines = ["| system | filter | " + " | ".join(names) + " | total |",
+             "|" + "---|" * (len(names) + 3)]
+    for system, per_filter in results.items():
+        for fname, row in per_filter.items():
+            total = 10 * np.log10(np.sum(10 ** (row / 10)))
+            lines.append(f"| {system} | {fname} | " + " | ".join(f"{v:.1f}" for v in row)
+                         + f" | {total:.1f} |")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """Markdown table: one row per system, SNR/ΔSNR/LSD/LSD-HF/ViSQOL per filter."""
     cols = [c for c in METRIC_NAMES if any(c in r[f] for r in results.values() for f in r)]
