@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rtbwe import filters
+from rtbwe import filters, metrics
 from rtbwe.training import config as config_mod
 from rtbwe.training import corpus, data
 from rtbwe.training.trainer import Trainer
@@ -158,6 +158,24 @@ def test_training_resumes_exactly(tmp_path):
     card = json.loads((tmp_path / "b" / "best.json").read_text())
     assert card["model"] == "tiny" and card["cutoff_hz"] == 6000.0
     assert len(card["data_manifest_sha256"]) == 64 and "validation" in card
+
+
+def test_eval_cli_prints_metrics_and_band_errors(tmp_path, capsys):
+    from rtbwe.training.cli import main
+
+    folder = _write_tones(tmp_path / "f", n=10)
+    trainer = Trainer(_smoke_config(folder, 2), tmp_path / "run", log=lambda s: None)
+    trainer.train()
+    card = tmp_path / "run" / "best.json"
+    assert main(["eval", str(card), "--data", str(folder), "--no-visqol", "--bands",
+                 "--clips", "2", "--clip-seconds", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| Input | seen (cheby1-6) |" in out and f"| {card} | unseen (butter-6) |" in out
+    band_rows = [line for line in out.splitlines() if line.startswith("| Input | unseen |")]
+    assert len(band_rows) == 1
+    cells = [float(c) for c in band_rows[0].strip("|").split("|")[2:]]
+    assert len(cells) == len(metrics.BAND_EDGES_HZ)  # 10 bands and the total
+    assert cells[0] < cells[-1] - 20  # the input's error lies above the cutoff, not at 0-3 kHz
 
 
 def test_config_toml_round_trip(tmp_path):
