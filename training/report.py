@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rtbwe.processor import DEFAULT_HOP_MS, DEFAULT_WINDOW_MS
+
 FILTER_NAMES = {"seen": "seen (Chebyshev-1 6)", "unseen": "unseen (Butterworth 6)"}
 NOT_FOUND = "n/a (not found)"
 
@@ -372,7 +374,8 @@ def run_facts(records: list[dict], settings: Any, command: str) -> dict[str, Any
                  ev["max_clips"])
     ev_note = (f"{clips} test clip{'s' if clips != 1 else ''} of up to {ev['clip_seconds']:g} s; "
                + ("whole-clip inference" if ev["whole"] else "inference through "
-                  "`BandwidthExtender` (20 ms windows, 10 ms hop, overlap-add), the product path")
+                  f"`BandwidthExtender` (its default {DEFAULT_WINDOW_MS:.2f} ms windows, "
+                  f"{DEFAULT_HOP_MS:.2f} ms hop, overlap-add), the product path")
                + (f"; ViSQOL on the first {ev['visqol_clips']} clips." if ev["visqol"]
                   else "; ViSQOL off (`--no-visqol`)."))
     data = Path(settings.data)
