@@ -171,3 +171,25 @@ def test_vgg_column_appears_only_with_vgg_numbers():
     with_vgg = report.table_ii([_record("ARUNet", 1.0, 1.0, vgg=0.25)])
     assert "VGG dist." in with_vgg.splitlines()[0] and "0.250" in with_vgg
     assert "VGG" not in report.table_ii([_record("ARUNet", 1.0, 1.0)])
+
+
+def test_budget_check_compares_two_run_dirs():
+    small = [_record("U-Net", 3.0, 1.0), _record("ResNet", 1.0, 2.0), _record("ARUNet", 2.0, 0.5)]
+    large = [_record("U-Net", 4.0, 1.5), _record("ResNet", 5.0, 1.0), _record("ARUNet", 6.0, 2.5)]
+    md = report.budget_check(large, small)
+    assert "| ARUNet | ? | +2.00 | +0.50 | ? | +6.00 | +2.50 |" in md
+    assert ("seen (Chebyshev-1 6): best U-Net with the smaller budget, ARUNet with this one; "
+            "0 of 3 systems keep their rank.") in md
+    assert "unseen (Butterworth 6): best ResNet with the smaller budget, ARUNet with this one" in md
+    assert report.budget_check(large, []) == "No system was tested in both run dirs."
+
+
+def test_report_with_compare_run_dir(smoke_run, tmp_path):
+    root, argv = smoke_run
+    assert main(argv + ["--report-only", "--compare-run-dir", str(root / "runs"),
+                        "--out-dir", str(tmp_path)]) == 0
+    md = (tmp_path / "reproduction.md").read_text()
+    assert f"## Budget check: this run against `{root / 'runs'}`" in md
+    assert "| ARUNet | 2 |" in md and "of 9 systems keep their rank" in md
+    assert main(argv + ["--report-only", "--compare-run-dir", str(tmp_path / "nowhere"),
+                        "--out-dir", str(tmp_path)]) == 2

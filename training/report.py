@@ -234,8 +234,44 @@ def discussion(records: list[dict], facts: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def render_markdown(records: list[dict], facts: dict[str, Any], figures: dict[str, str]) -> str:
-    """The whole ``reproduction.md``. ``figures``: name ('fig2', 'fig3') -> relative path."""
+def budget_check(records: list[dict], other: list[dict]) -> str:
+    """Markdown: ΔSNR per system in this run and in another run dir (another budget or size),
+    and which system leads each filter in each, so the reader sees whether the ranking holds."""
+    theirs = {r["label"]: r for r in other}
+    rows, lines = [], []
+    for rec in records:
+        old = theirs.get(rec["label"])
+        if not rec.get("model") or not rec.get("test") or not old or not old.get("test"):
+            continue
+        rows.append((rec, old))
+    if not rows:
+        return "No system was tested in both run dirs."
+
+    def steps(rec: dict) -> str:
+        return str((rec.get("train") or {}).get("steps", "?"))
+
+    lines += ["| system | steps | ΔSNR seen | ΔSNR unseen | steps | ΔSNR seen | ΔSNR unseen |",
+              "|---|---|---|---|---|---|---|"]
+    for rec, old in rows:
+        lines.append(f"| {rec['label']} | {steps(old)} | {old['test']['seen']['dsnr']:+.2f} | "
+                     f"{old['test']['unseen']['dsnr']:+.2f} | {steps(rec)} | "
+                     f"{rec['test']['seen']['dsnr']:+.2f} | {rec['test']['unseen']['dsnr']:+.2f} |")
+    lines.append("")
+    for fname, title in FILTER_NAMES.items():
+        lead_old = max(rows, key=lambda p: p[1]["test"][fname]["dsnr"])[0]["label"]
+        lead_new = max(rows, key=lambda p: p[0]["test"][fname]["dsnr"])[0]["label"]
+        order_old = [p[0]["label"] for p in sorted(rows, key=lambda p: -p[1]["test"][fname]["dsnr"])]
+        order_new = [p[0]["label"] for p in sorted(rows, key=lambda p: -p[0]["test"][fname]["dsnr"])]
+        same = sum(a == b for a, b in zip(order_old, order_new))
+        lines.append(f"- {title}: best {lead_old} with the smaller budget, {lead_new} with this "
+                     f"one; {same} of {len(rows)} systems keep their rank.")
+    return "\n".join(lines)
+
+
+def render_markdown(records: list[dict], facts: dict[str, Any], figures: dict[str, str],
+                    compare: tuple[str, list[dict]] | None = None) -> str:
+    """The whole ``reproduction.md``. ``figures``: name ('fig2', 'fig3') -> relative path;
+    ``compare``: (run dir, its records), another budget of the same systems."""
     ran = [r for r in records if r.get("model") and r.get("test")]
     status = (f"Written on {facts['date']} from the runs in `{facts['run_dir']}`."
               if ran else "**No system has been trained yet.** This page is the template that "
@@ -244,6 +280,10 @@ def render_markdown(records: list[dict], facts: dict[str, Any], figures: dict[st
            "\n**No VGG column.** The paper's VGG distance needs VGGish weights, which are not "
            "bundled and cannot be downloaded on this machine; pass a torchvggish state dict "
            "with `--vggish-weights PATH` to add the column.\n")
+    compare_md = "" if compare is None else (
+        f"\n## Budget check: this run against `{compare[0]}`\n\nThe same systems trained "
+        "with a smaller budget (left) and this page's (right), same test clips:\n\n"
+        f"{budget_check(records, compare[1])}\n")
     fig_md = []
     for key, caption in (("fig2", "Fig. 2: validation SNR and LSD (mean of the seen and "
                                   "unseen filters) during training."),
@@ -283,7 +323,7 @@ facts per row: [`{facts['csv_name']}`]({facts['csv_name']}).
 ## Where and at what size each row was trained
 
 {training_table(records)}
-
+{compare_md}
 ## Figures
 
 {fig_md[0]}
@@ -394,7 +434,8 @@ def run_facts(records: list[dict], settings: Any, command: str) -> dict[str, Any
 
 
 def write_all(records: list[dict], settings: Any, command: str,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print,
+              compare: tuple[str, list[dict]] | None = None) -> Path:
     """Write ``reproduction.md``, ``reproduction-results.csv`` and ``figures/`` under
     ``settings.out_dir`` (a :class:`rtbwe.training.reproduce.ReproduceSettings`)."""
     from .plots import plot_curves
@@ -414,6 +455,6 @@ def write_all(records: list[dict], settings: Any, command: str,
     facts = run_facts(records, settings, command)
     path = out_dir / "reproduction.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(records, facts, figures))
+    path.write_text(render_markdown(records, facts, figures, compare))
     log(f"wrote {path}")
     return path

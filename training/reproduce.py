@@ -101,6 +101,7 @@ class ReproduceSettings:
     whole: bool = False                   # whole-clip inference instead of BandwidthExtender
     train_limit: int | None = None
     max_track_seconds: float | None = None
+    compare_run_dir: str | None = None     # another budget of the same systems, for the report
 
 
 SMOKE = dict(  # --smoke: the whole pipeline in seconds on a tiny folder corpus (tests)
@@ -357,7 +358,13 @@ def write_report(settings: ReproduceSettings, log: Callable[[str], None] = print
     """reproduction.md, reproduction-results.csv and the figures under ``settings.out_dir``."""
     records = report.load_records(systems_for(settings), Path(settings.run_dir))
     command = report.command_line(settings) + (" --report-only" if report_only else "")
-    return report.write_all(records, settings, command, log)
+    compare = None
+    if settings.compare_run_dir:
+        if not Path(settings.compare_run_dir).is_dir():
+            raise ReproduceError(f"--compare-run-dir {settings.compare_run_dir}: no such folder")
+        compare = (settings.compare_run_dir,
+                   report.load_records(systems_for(settings), Path(settings.compare_run_dir)))
+    return report.write_all(records, settings, command, log, compare)
 
 
 def time_systems(settings: ReproduceSettings, steps: int, log: Callable[[str], None]) -> None:
@@ -442,6 +449,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("--visqol-clips", int), ("--train-limit", int),
                        ("--max-track-seconds", float)):
         r.add_argument(flag, type=kind)
+    r.add_argument("--compare-run-dir", help="a run dir of the same systems at another budget: "
+                   "the report adds a budget-check table")
     r.add_argument("--report-only", action="store_true", help="only rebuild the report")
     r.add_argument("--time-only", action="store_true",
                    help="print seconds per training step of each architecture and exit")
