@@ -210,6 +210,13 @@ def discussion(records: list[dict], facts: dict[str, Any]) -> str:
         out.append(f"- {title}: ARUNet ΔSNR {ours:+.2f} dB against the best baseline "
                    f"({best['label']}) {theirs:+.2f} dB: {verdict} the paper's "
                    f"ordering on this filter{gap}.")
+    like = [by_label.get(label) for label in ("U-Net DA", "ResNet DA")]
+    if arunet and arunet.get("test") and arunet.get("augment") and all(
+            r and r.get("test") for r in like):
+        for fname, title in FILTER_NAMES.items():
+            cells = ", ".join(f"{r['label']} {r['test'][fname]['dsnr']:+.2f} dB"
+                              for r in [arunet, *like])
+            out.append(f"- Like for like (every system trained with DA), {title}: {cells}.")
     for arch in ("U-Net", "ResNet"):
         plain, da = by_label.get(arch), by_label.get(f"{arch} DA")
         if plain and da and plain.get("test") and da.get("test"):
