@@ -284,3 +284,17 @@ def test_extend_resamples_to_the_model_rate():
     expected = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)
     np.testing.assert_allclose(y[0, 1000:-1000], expected[1000:-1000], atol=1e-2)
     assert extend(tone, 16000, model=nn.Identity()).shape == (48000,)
+
+
+def test_window_quality_is_zero_for_identity_at_every_grid_phase():
+    """The benchmark helper that chose the window: an identity network must score exactly
+    0 dB at every hop-grid phase (a misaligned crop would not)."""
+    from rtbwe.benchmarking import window_quality
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    result = window_quality(nn.Identity(), 1024, 512, audio, phases=3)
+    for name in ("seen", "unseen"):
+        assert abs(result[f"{name}_dsnr"]) < 1e-3
+        assert result[f"{name}_dsnr_spread"] < 1e-3
+        assert abs(result[f"{name}_whole_dsnr"]) < 1e-3
