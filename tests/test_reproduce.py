@@ -163,6 +163,9 @@ def test_discussion_reads_the_numbers():
     won = report.discussion([_record("U-Net", 3.0, 1.0), _record("ARUNet", 5.0, 0.5)], facts)
     assert "(U-Net) +3.00 dB: so this run reproduces" in won
     assert "(U-Net) +1.00 dB: so this run does not reproduce" in won
+    assert "Every trained system lowers" not in won
+    lower = report.discussion([_record("U-Net", 3.0, -1.0), _record("ARUNet", 5.0, -0.5)], facts)
+    assert "Every trained system lowers the SNR on the unseen filter" in lower
     like = report.discussion([_record("U-Net DA", 2.0, 1.0), _record("ResNet DA", 1.0, 0.0),
                               _record("ARUNet", 1.5, 0.5)], facts)
     assert ("Like for like (every system trained with DA), seen (Chebyshev-1 6): ARUNet +1.50 dB, "

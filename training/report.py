@@ -217,6 +217,13 @@ def discussion(records: list[dict], facts: dict[str, Any]) -> str:
             cells = ", ".join(f"{r['label']} {r['test'][fname]['dsnr']:+.2f} dB"
                               for r in [arunet, *like])
             out.append(f"- Like for like (every system trained with DA), {title}: {cells}.")
+    tested = [r for r in records if r.get("model") and r.get("test")]
+    if tested and all(r["test"]["unseen"]["dsnr"] < 0 for r in tested):
+        out.append("- Every trained system lowers the SNR on the unseen filter. The shipped "
+                   "model shows why (docs/training.md, \"Why the unseen filter does not "
+                   "improve\"): a network trained on rippling filters learns to undo a 0.1 dB "
+                   "passband ripple, and applies that equalisation to Butterworth input too, "
+                   "whose passband is flat.")
     for arch in ("U-Net", "ResNet"):
         plain, da = by_label.get(arch), by_label.get(f"{arch} DA")
         if plain and da and plain.get("test") and da.get("test"):
