@@ -137,8 +137,9 @@ class PairSampler:
         min_rms: segments quieter than this are redrawn (silence teaches nothing).
         cutoff_jitter: with DA, each segment's cutoff is drawn log-uniformly from
             ``[cutoff_hz / (1 + j), cutoff_hz * (1 + j)]`` (0 = always ``cutoff_hz``, the paper).
-            Real band-limited input never has exactly the trained cutoff; jitter makes the
-            network find the band edge in the signal instead of assuming it.
+            Real band-limited input never has exactly the trained cutoff; jitter asks the
+            network to find the band edge in the signal instead of assuming it (what it did
+            to our 6 kHz model: docs/training.md).
         seed: RNG seed; ``state()``/``set_state()`` make a resumed run reproducible.
     """
 
@@ -167,7 +168,8 @@ class PairSampler:
         if not self.augment or self.cutoff_jitter == 0.0:
             return self.cutoff_hz
         span = np.log1p(self.cutoff_jitter)
-        return float(self.cutoff_hz * np.exp(self.rng.uniform(-span, span)))
+        # whole hertz, so filters.design's cache serves the repeats
+        return float(round(self.cutoff_hz * np.exp(self.rng.uniform(-span, span))))
 
     def segment(self) -> tuple[np.ndarray, np.ndarray, int, int]:
         """One (lowpassed, target) pair of (segment_samples,) plus its track index and start."""
@@ -180,8 +182,8 @@ class PairSampler:
             if np.sqrt(np.mean(target**2)) >= self.min_rms:
                 break
         lo, hi = max(0, start - FILTER_CONTEXT), min(len(track), start + n + FILTER_CONTEXT)
-        filtered = filters.apply(track[lo:hi], self.pool.sample_rate,
-                                 round(self.cutoff_for_segment()), self.filter_for_segment())
+        filtered = filters.apply(track[lo:hi], self.pool.sample_rate, self.cutoff_for_segment(),
+                                 self.filter_for_segment())
         return filtered[start - lo:start - lo + n], target, index, start
 
     def batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
