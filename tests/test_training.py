@@ -96,7 +96,8 @@ def test_pair_sampler_cutoff_jitter(tmp_path):
     pool = data.AudioPool.load(sorted(_write_tones(tmp_path / "f").glob("*.flac")), SR)
     jittered = data.PairSampler(pool, 4096, 6000, augment=True, seed=2, cutoff_jitter=0.15)
     cutoffs = np.array([jittered.cutoff_for_segment() for _ in range(2000)])
-    assert cutoffs.min() >= 6000 / 1.15 and cutoffs.max() <= 6000 * 1.15
+    assert cutoffs.min() >= 6000 / 1.15 - 0.5 and cutoffs.max() <= 6000 * 1.15 + 0.5  # whole Hz
+    assert np.all(cutoffs == np.round(cutoffs))
     assert cutoffs.min() < 5300 and cutoffs.max() > 6800  # spans the range
     assert abs(np.median(np.log(cutoffs / 6000))) < 0.02  # log-uniform around the cutoff
     # without DA (or with jitter 0) the cutoff is exactly the configured one
