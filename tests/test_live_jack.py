@@ -179,13 +179,18 @@ def test_live_output_matches_rtbwe_process(model, jack_server, tmp_path):
             return super().process(input_array, *args, **kwargs)
 
     bwe = TappedExtender(model_arg, device="cpu")
-    loop, summary, _ = run_through_jack(jack_server, bwe, x, block=256, buffer_blocks=8)
-    assert summary["late_frames"] == 0, (
-        f"the model fell behind ({summary['late_frames']} frames played dry; worker load "
-        f"{summary['worker_load']:.0%}): this machine is too slow or too loaded for it")
-    if summary["xruns"]:
-        pytest.skip(f"JACK reported {summary['xruns']} xruns on this loaded machine: a dropped "
-                    "period shifts the capture, so a sample-exact comparison is not possible")
+    for _attempt in range(3):  # an xrun on a busy machine spoils a run, not the code: retry
+        received.clear()
+        bwe.reset()
+        loop, summary, _ = run_through_jack(jack_server, bwe, x, block=256, buffer_blocks=8)
+        assert summary["late_frames"] == 0, (
+            f"the model fell behind ({summary['late_frames']} frames played dry; worker load "
+            f"{summary['worker_load']:.0%}): this machine is too slow or too loaded for it")
+        if not summary["xruns"]:
+            break
+    else:
+        pytest.skip(f"JACK reported xruns in 3 runs on this loaded machine: a dropped period "
+                    "shifts the capture, so a sample-exact comparison is not possible")
     # Windowed processing depends on where the signal falls on the hop grid, and when the JACK
     # source starts playing relative to rtbwe's stream is up to the scheduler (one period more
     # or less between runs). So `rtbwe process` gets exactly the leading silence the live
