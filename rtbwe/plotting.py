@@ -16,6 +16,18 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, out_png: str | Path, dpi: int = 100, title: str = "") -> Path:
+    """Title, lay out, write ``fig`` to ``out_png`` (creating its folder) and close it."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi)
+    pyplot().close(fig)
+    return out_png
+
+
 def plot_spectrograms(panels: dict[str, np.ndarray], sample_rate: int, out_png: str | Path,
                       cutoff_hz: float | None = None, title: str = "") -> Path:
     """One log-power spectrogram per panel (each (samples,)), side by side, as Fig. 3."""
@@ -37,11 +49,4 @@ def plot_spectrograms(panels: dict[str, np.ndarray], sample_rate: int, out_png: 
             ax.axhline(cutoff_hz / 1000, color="w", lw=0.6, ls="--")
         ax.set(title=label, xlabel="time (s)")
     axes[0].set_ylabel("frequency (kHz)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=100, title=title)

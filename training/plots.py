@@ -8,12 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rtbwe.plotting import plot_spectrograms  # noqa: F401  (re-exported)
-
-
-def _pyplot():
-    from rtbwe.plotting import pyplot
-
-    return pyplot()
+from rtbwe.plotting import pyplot, save_figure
 
 
 def read_log(path: str | Path) -> dict[str, np.ndarray]:
@@ -27,7 +22,7 @@ def read_log(path: str | Path) -> dict[str, np.ndarray]:
 
 def plot_curves(logs: dict[str, str | Path], out_png: str | Path, title: str = "") -> Path:
     """Validation SNR and LSD (averaged over the seen and unseen filters) against steps."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_snr, ax_lsd) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, path in logs.items():
         cols = read_log(path)
@@ -40,11 +35,4 @@ def plot_curves(logs: dict[str, str | Path], out_png: str | Path, title: str = "
     for ax in (ax_snr, ax_lsd):
         ax.grid(alpha=0.3)
     ax_snr.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110, title=title)
