@@ -54,15 +54,15 @@ def _load_any(model_arg: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import dataset_files
-    from .evaluate import (EvalSettings, band_errors, evaluate, format_band_table,
-                           format_table, lsd_hf_reduction, system_runner, test_clips, write_csv)
+    from .evaluate import (EvalSettings, evaluate, format_band_table, format_table,
+                           lsd_hf_reduction, system_runner, test_clips, write_csv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
                             cutoff_hz=args.cutoff_hz, visqol=not args.no_visqol,
-                            vggish_weights=args.vggish_weights)
+                            vggish_weights=args.vggish_weights, bands=args.bands)
     clips = test_clips(dataset_files(args.data)[args.split], settings)
     results = {"Input": evaluate(system_runner(None, settings.sample_rate), clips, settings)}
     for model_arg in args.models:
@@ -84,12 +84,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{name}: LSD-HF reduction seen {res['seen']['lsd_hf_reduction']:.1%}, "
                   f"unseen {res['unseen']['lsd_hf_reduction']:.1%}")
     if args.bands:
-        runners = {"Input": system_runner(None, settings.sample_rate)}
-        runners.update({m: system_runner(_load_any(m), settings.sample_rate, args.whole)
-                        for m in args.models})
         print("\nerror energy per band, dB relative to the reference energy (lower is better)")
-        print(format_band_table({name: band_errors(run, clips, settings)
-                                 for name, run in runners.items()}))
+        print(format_band_table(results))
     if args.csv:
         write_csv(results, args.csv)
     if args.json:

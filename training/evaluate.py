@@ -30,6 +30,7 @@ class EvalSettings:
     visqol: bool = True
     visqol_clips: int = 8
     vggish_weights: str | None = None
+    bands: bool = False            # also the error energy per band (``bands_db``)
 
 
 def test_clips(files: list[Path], settings: EvalSettings) -> list[np.ndarray]:
@@ -71,9 +72,15 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
     sr, fc = settings.sample_rate, settings.cutoff_hz
     for name, spec in filters.TEST_FILTERS.items():
         rows: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
+        band_error, energy = 0.0, 0.0  # pooled over clips: sums of energies, then dB
         for i, ref in enumerate(clips):
             low = filters.apply(ref, sr, fc, spec)
             est = np.asarray(run(low), dtype=np.float32)
+            if settings.bands:
+                clip_energy = float(np.sum(np.asarray(ref, np.float64) ** 2))
+                band_error = band_error + clip_energy * 10 ** (
+                    metrics.band_error_db(ref, est, sr) / 10)
+                energy += clip_energy
             snr_in = metrics.snr_db(ref, low)
             rows["snr"].append(metrics.snr_db(ref, est))
             rows["dsnr"].append(rows["snr"][-1] - snr_in)
@@ -86,36 +93,24 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
             if progress:
                 progress(f"{name} clip {i + 1}/{len(clips)}")
         out[name] = {k: float(np.mean(v)) for k, v in rows.items() if v}
+        if settings.bands:  # error energy per band of metrics.BAND_EDGES_HZ, dB re reference
+            out[name]["bands_db"] = [float(v) for v in  # type: ignore[assignment]
+                                     10 * np.log10(np.maximum(band_error / energy, 1e-30))]
         out[name]["clips"] = len(clips)
         out[name]["filter"] = str(spec)  # type: ignore[assignment]
     return out
 
 
-def band_errors(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
-                settings: EvalSettings) -> dict[str, np.ndarray]:
-    """Per filter, error energy per band of ``metrics.BAND_EDGES_HZ`` relative to the
-    reference energy, pooled over clips (sums of energies, then dB): filter -> (bands,)."""
-    out = {}
-    sr, fc = settings.sample_rate, settings.cutoff_hz
-    for name, spec in filters.TEST_FILTERS.items():
-        error, total = 0.0, 0.0
-        for ref in clips:
-            est = np.asarray(run(filters.apply(ref, sr, fc, spec)), dtype=np.float32)
-            energy = float(np.sum(np.asarray(ref, np.float64) ** 2))
-            error = error + energy * 10 ** (metrics.band_error_db(ref, est, sr) / 10)
-            total += energy
-        out[name] = 10 * np.log10(np.maximum(error / total, 1e-30))
-    return out
-
-
-def format_band_table(results: dict[str, dict[str, np.ndarray]]) -> str:
-    """Markdown table of :func:`band_errors`: one row per system and filter."""
+def format_band_table(results: dict[str, dict[str, dict]]) -> str:
+    """Markdown table of the ``bands_db`` of :func:`evaluate` results (``settings.bands``):
+    one row per system and filter."""
     edges = metrics.BAND_EDGES_HZ
     names = [f"{lo / 1000:g}-{hi / 1000:g} kHz" for lo, hi in zip(edges[:-1], edges[1:])]
     lines = ["| system | filter | " + " | ".join(names) + " | total |",
              "|" + "---|" * (len(names) + 3)]
     for system, per_filter in results.items():
-        for fname, row in per_filter.items():
+        for fname, metrics_row in per_filter.items():
+            row = np.asarray(metrics_row["bands_db"])
             total = 10 * np.log10(np.sum(10 ** (row / 10)))
             lines.append(f"| {system} | {fname} | " + " | ".join(f"{v:.1f}" for v in row)
                          + f" | {total:.1f} |")
