@@ -15,10 +15,11 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-FAMILIES = ("cheby1", "bessel", "ellip", "butter")
+FAMILIES = ("cheby1", "bessel", "ellip", "butter", "cheby2")
 CHEBY_RIPPLE_DB = 0.05
 ELLIP_RIPPLE_DB = 0.05
 ELLIP_STOP_DB = 20.0
+CHEBY2_STOP_DB = 40.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class FilterSpec:
 TRAIN_FILTERS = (FilterSpec("cheby1", 6), FilterSpec("cheby1", 8), FilterSpec("cheby1", 10),
                  FilterSpec("cheby1", 12), FilterSpec("bessel", 6), FilterSpec("bessel", 12),
                  FilterSpec("ellip", 6), FilterSpec("ellip", 12))
+# Flat-passband filters with a knee (Chebyshev-2, not in the paper). Table I has none: its
+# flat filters are sharp and ripple (cheby1, ellip) and its gentle one droops from 1 kHz
+# (bessel). No Butterworth of any order is here, so the unseen test filter stays unseen.
+FLAT_FILTERS = (FilterSpec("cheby2", 6), FilterSpec("cheby2", 8))
+AUGMENT_SETS = {"table1": TRAIN_FILTERS, "table1+flat": TRAIN_FILTERS + FLAT_FILTERS}
 SEEN_TEST_FILTER = FilterSpec("cheby1", 6)
 UNSEEN_TEST_FILTER = FilterSpec("butter", 6)
 TEST_FILTERS = {"seen": SEEN_TEST_FILTER, "unseen": UNSEEN_TEST_FILTER}
@@ -59,7 +65,23 @@ def design(sample_rate: int, cutoff_hz: float, family: str, order: int) -> np.nd
         return signal.bessel(order, wn, btype="low", norm="mag", output="sos")
     if family == "ellip":
         return signal.ellip(order, ELLIP_RIPPLE_DB, ELLIP_STOP_DB, wn, btype="low", output="sos")
+    if family == "cheby2":
+        return signal.cheby2(order, CHEBY2_STOP_DB, _cheby2_edge_hz(sample_rate, cutoff_hz, order),
+                             btype="low", fs=sample_rate, output="sos")
     return signal.butter(order, wn, btype="low", output="sos")
+
+
+def _cheby2_edge_hz(sample_rate: int, cutoff_hz: float, order: int) -> float:
+    """Stopband edge that puts a Chebyshev-2 filter's -3 dB point at ``cutoff_hz``.
+
+    scipy designs Chebyshev-2 from its stopband edge; every other family here is -3 dB at
+    the cutoff (-6 dB after zero-phase filtering), so we map one to the other through the
+    prototype's -3 dB frequency on the bilinear-warped axis.
+    """
+    eps = 1.0 / np.sqrt(10 ** (CHEBY2_STOP_DB / 10) - 1)
+    ratio = np.cosh(np.arccosh(1.0 / eps) / order)
+    warped = np.tan(np.pi * cutoff_hz / sample_rate) * ratio
+    return float(min(sample_rate / np.pi * np.arctan(warped), 0.999 * sample_rate / 2))
 
 
 def lowpass(audio: np.ndarray, sample_rate: int, cutoff_hz: float, family: str = "cheby1",

@@ -39,7 +39,8 @@ def test_equiripple_families_are_at_twice_the_ripple_at_cutoff(family, order):
         assert -0.11 < gain_db(f, family, order) < 0.01
 
 
-@pytest.mark.parametrize("spec", filters.TRAIN_FILTERS + (filters.UNSEEN_TEST_FILTER,))
+@pytest.mark.parametrize("spec", filters.TRAIN_FILTERS + filters.FLAT_FILTERS
+                         + (filters.UNSEEN_TEST_FILTER,))
 def test_stopband(spec):
     g = gain_db(2 * FC, spec.family, spec.order)
     limit = {"ellip": -39.0, "bessel": -20.0}.get(spec.family, -60.0)
@@ -78,6 +79,30 @@ def test_shapes_and_channels_independent():
     y = filters.lowpass(stereo, SR, FC, "butter", 6)
     assert y.shape == stereo.shape and y.dtype == np.float32
     assert np.allclose(y[1], filters.lowpass(stereo[1], SR, FC, "butter", 6), atol=1e-6)
+
+
+@pytest.mark.parametrize("order", [4, 6, 8, 12])
+def test_cheby2_is_flat_and_minus_6_db_at_the_cutoff(order):
+    # designed from its stopband edge, placed so that -6 dB (zero-phase) falls on the cutoff
+    # like every other family; the passband is monotone and flat, the stopband 2 x -40 dB
+    assert filters.zero_phase_response_db(SR, FC, "cheby2", order, np.array([FC]))[0] \
+        == pytest.approx(-6.02, abs=0.01)
+    assert gain_db(FC, "cheby2", order) == pytest.approx(-6.02, abs=0.1)  # measured on a tone
+    passband = filters.zero_phase_response_db(SR, FC, "cheby2", order,
+                                              np.linspace(20.0, 0.5 * FC, 200))
+    assert passband.min() > -0.05 and passband.max() <= 1e-9
+    edge_hz = filters._cheby2_edge_hz(SR, FC, order)
+    assert FC < edge_hz < 2 * FC
+    stop = filters.zero_phase_response_db(SR, FC, "cheby2", order,
+                                          np.linspace(edge_hz, 23900.0, 2000))
+    assert stop.max() == pytest.approx(-80.0, abs=0.5)
+
+
+def test_flat_augment_set_keeps_butterworth_unseen():
+    flat = filters.AUGMENT_SETS["table1+flat"]
+    assert flat[:8] == filters.TRAIN_FILTERS and set(filters.FLAT_FILTERS) <= set(flat)
+    assert all(spec.family != "butter" for spec in flat)
+    assert filters.AUGMENT_SETS["table1"] == filters.TRAIN_FILTERS
 
 
 def test_table_one():

@@ -113,7 +113,12 @@ def test_pair_sampler_filters(tmp_path):
     sampler = data.PairSampler(pool, segment_samples=4096, cutoff_hz=6000, augment=True, seed=1)
     drawn = {str(sampler.filter_for_segment()) for _ in range(400)}
     assert drawn == {str(f) for f in filters.TRAIN_FILTERS}
-    single = data.PairSampler(pool, 4096, 6000, augment=False)
+    flat = data.PairSampler(pool, 4096, 6000, augment=True, seed=1, augment_set="table1+flat")
+    drawn = {str(flat.filter_for_segment()) for _ in range(400)}
+    assert drawn == {str(f) for f in filters.TRAIN_FILTERS + filters.FLAT_FILTERS}
+    with pytest.raises(ValueError, match="augment_set"):
+        data.PairSampler(pool, 4096, 6000, augment_set="table2")
+    single = data.PairSampler(pool, 4096, 6000, augment=False, augment_set="table1+flat")
     assert {str(single.filter_for_segment()) for _ in range(50)} == {"cheby1-6"}
     x, y = single.batch(3)
     assert x.shape == y.shape == (3, 1, 4096) and x.dtype == np.float32

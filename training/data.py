@@ -8,7 +8,7 @@ Three sources, each split by piece (or file), never by segment:
 
 :class:`PairSampler` draws random segments ``(batch, 1, segment_samples)`` from the
 in-memory audio and low-passes each input with a random Table I training filter (data
-augmentation, "DA") or with Chebyshev-1 order 6 only. Each segment is filtered with
+augmentation, "DA"; optionally Table I plus flat-passband filters) or with Chebyshev-1 order 6 only. Each segment is filtered with
 ``FILTER_CONTEXT`` samples of real signal on both sides, so it equals a crop of the
 zero-phase-filtered whole signal.
 """
@@ -132,8 +132,11 @@ class PairSampler:
         pool: decoded training audio.
         segment_samples: segment length; 8192 (171 ms at 48 kHz) by default.
         cutoff_hz: low-pass cutoff of the degradation (6 kHz is our standard task).
-        augment: True = a random Table I training filter per segment (DA); False =
+        augment: True = a random training filter per segment (DA); False =
             Chebyshev-1 order 6 only.
+        augment_set: with DA, which filters: ``"table1"`` (the paper's Table I) or
+            ``"table1+flat"`` (Table I plus flat-passband Chebyshev-2 6 and 8; see
+            ``filters.FLAT_FILTERS`` and docs/training.md).
         min_rms: segments quieter than this are redrawn (silence teaches nothing).
         cutoff_jitter: with DA, each segment's cutoff is drawn log-uniformly from
             ``[cutoff_hz / (1 + j), cutoff_hz * (1 + j)]`` (0 = always ``cutoff_hz``, the paper).
@@ -145,7 +148,11 @@ class PairSampler:
 
     def __init__(self, pool: AudioPool, segment_samples: int = 8192, cutoff_hz: float = 6000.0,
                  augment: bool = True, min_rms: float = 1e-3, seed: int = 0,
-                 cutoff_jitter: float = 0.0):
+                 cutoff_jitter: float = 0.0, augment_set: str = "table1"):
+        if augment_set not in filters.AUGMENT_SETS:
+            raise ValueError(f"unknown augment_set {augment_set!r}; choose one of "
+                             f"{', '.join(filters.AUGMENT_SETS)}")
+        self.filter_set = filters.AUGMENT_SETS[augment_set]
         self.pool, self.segment_samples = pool, int(segment_samples)
         self.cutoff_hz, self.augment, self.min_rms = float(cutoff_hz), augment, min_rms
         if not 0.0 <= cutoff_jitter < 1.0:
@@ -161,7 +168,7 @@ class PairSampler:
     def filter_for_segment(self) -> filters.FilterSpec:
         if not self.augment:
             return filters.SEEN_TEST_FILTER
-        return filters.TRAIN_FILTERS[int(self.rng.integers(len(filters.TRAIN_FILTERS)))]
+        return self.filter_set[int(self.rng.integers(len(self.filter_set)))]
 
     def cutoff_for_segment(self) -> float:
         """The segment's cutoff in Hz: ``cutoff_hz``, or a jittered one with DA."""

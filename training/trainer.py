@@ -130,7 +130,8 @@ class Trainer:
                  f"{val.seconds / 60:.1f} min validation")
         self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
                                    config.augment, seed=config.seed,
-                                   cutoff_jitter=config.cutoff_jitter)
+                                   cutoff_jitter=config.cutoff_jitter,
+                                   augment_set=config.augment_set)
         self.val = ValidationSet(validation_clips(val, config.val_clip_seconds, config.val_clips),
                                  config.sample_rate, config.cutoff_hz)
         self.step, self.best, self.elapsed = 0, -math.inf, 0.0
