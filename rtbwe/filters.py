@@ -47,6 +47,15 @@ UNSEEN_TEST_FILTER = FilterSpec("butter", 6)
 TEST_FILTERS = {"seen": SEEN_TEST_FILTER, "unseen": UNSEEN_TEST_FILTER}
 
 
+def parse_spec(text: str) -> FilterSpec:
+    """``"butter-4"`` -> ``FilterSpec("butter", 4)``; a clear error for anything else."""
+    family, _, order = text.strip().rpartition("-")
+    if family not in FAMILIES or not order.isdigit() or int(order) < 1:
+        raise ValueError(f"bad filter {text!r}: write FAMILY-ORDER, e.g. butter-4, with FAMILY "
+                         f"one of {', '.join(FAMILIES)}")
+    return FilterSpec(family, int(order))
+
+
 @lru_cache(maxsize=128)
 def design(sample_rate: int, cutoff_hz: float, family: str, order: int) -> np.ndarray:
     """Second-order sections (n_sections, 6) of a digital low-pass filter."""

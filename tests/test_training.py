@@ -174,9 +174,17 @@ def test_eval_cli_prints_metrics_and_band_errors(tmp_path, capsys):
     trainer.train()
     card = tmp_path / "run" / "best.json"
     assert main(["eval", str(card), "--data", str(folder), "--no-visqol", "--bands",
-                 "--clips", "2", "--clip-seconds", "1", "--threads", "1"]) == 0
+                 "--clips", "2", "--clip-seconds", "1", "--threads", "1",
+                 "--extra-filters", "butter-4,cheby2-6"]) == 0
     out = capsys.readouterr().out
     assert "| Input | seen (cheby1-6) |" in out and f"| {card} | unseen (butter-6) |" in out
+    assert "| Input | butter-4 (butter-4) |" in out and f"| {card} | cheby2-6 (cheby2-6) |" in out
+    # a gentler filter leaves more of the band above the cutoff: a higher input SNR
+    snr = {row.split("|")[2].strip(): float(row.split("|")[3]) for row in out.splitlines()
+           if row.startswith("| Input |") and "(" in row}
+    assert snr["butter-4 (butter-4)"] > snr["unseen (butter-6)"]
+    with pytest.raises(ValueError, match="bad filter 'butter'"):
+        main(["eval", str(card), "--data", str(folder), "--extra-filters", "butter"])
     band_rows = [line for line in out.splitlines() if line.startswith("| Input | unseen |")]
     assert len(band_rows) == 1
     cells = [float(c) for c in band_rows[0].strip("|").split("|")[2:]]

@@ -31,6 +31,12 @@ class EvalSettings:
     visqol_clips: int = 8
     vggish_weights: str | None = None
     bands: bool = False            # also the error energy per band (``bands_db``)
+    extra_filters: tuple[str, ...] = ()  # more held-out filters, e.g. ("butter-4",)
+
+    def test_filters(self) -> dict[str, filters.FilterSpec]:
+        """'seen' and 'unseen', then each extra filter under its own name."""
+        extra = {name: filters.parse_spec(name) for name in self.extra_filters}
+        return {**filters.TEST_FILTERS, **extra}
 
 
 def test_clips(files: list[Path], settings: EvalSettings) -> list[np.ndarray]:
@@ -67,10 +73,10 @@ def system_runner(model: torch.nn.Module | None, sample_rate: int,
 def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
              settings: EvalSettings, progress: Callable[[str], None] | None = None
              ) -> dict[str, dict[str, float]]:
-    """Metrics per test filter ('seen', 'unseen'), averaged over clips."""
+    """Metrics per test filter ('seen', 'unseen', then any extra ones), averaged over clips."""
     out: dict[str, dict[str, float]] = {}
     sr, fc = settings.sample_rate, settings.cutoff_hz
-    for name, spec in filters.TEST_FILTERS.items():
+    for name, spec in settings.test_filters().items():
         rows: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
         band_error, energy = 0.0, 0.0  # pooled over clips: sums of energies, then dB
         for i, ref in enumerate(clips):
