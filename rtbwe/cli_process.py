@@ -137,7 +137,7 @@ def run_process(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", UserWarning)
             bwe = BandwidthExtender(args.model, device=args.device, backend=args.backend,
                                     num_threads=args.threads, window_ms=args.window_ms,
-                                    hop_ms=args.hop_ms)
+                                    hop_ms=args.hop_ms, keep_below_hz=args.keep_below_hz)
         for warning in caught:
             print(f"rtbwe process: warning: {warning.message}", file=sys.stderr)
         result = extend_file(Path(args.input), Path(args.output), bwe,
@@ -181,6 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", help="auto, eager, torchscript or cuda-graph")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--keep-below-hz", type=float, default=None,
+                   help="keep the input below this frequency untouched and add only the "
+                   "network's band above it (for flat-passband input: codecs, resamplers)")
     _add_model_options(p)
     p.set_defaults(func=run_process)
 

@@ -131,6 +131,10 @@ class BandwidthExtender:
             samples at 48 kHz, chosen by measurement; the paper's 20 / 10 ms also works).
         num_threads: torch intra-op threads (process-wide); None keeps torch's setting.
         backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
+        keep_below_hz: keep the input's passband: below this frequency the output is the
+            input, only the band above comes from the network (:mod:`rtbwe.passband`). For
+            input with a flat passband (Butterworth, codecs, resamplers); None (default) lets
+            the network also equalise the passband, as trained. No added latency.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy).
@@ -139,8 +143,13 @@ class BandwidthExtender:
     def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
                  device: str = "auto", window_ms: float = DEFAULT_WINDOW_MS,
                  hop_ms: float = DEFAULT_HOP_MS, num_threads: int | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", keep_below_hz: float | None = None):
         module, self.sample_rate = resolve_model(model, sample_rate)
+        self.keep_below_hz = None if keep_below_hz is None else float(keep_below_hz)
+        if self.keep_below_hz is not None:
+            from .passband import PassbandLock
+
+            module = PassbandLock(module, self.sample_rate, self.keep_below_hz)
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
         if not 0 < self.hop_samples <= self.window_samples:
@@ -239,7 +248,9 @@ class BandwidthExtender:
     def __repr__(self) -> str:
         return (f"BandwidthExtender(sample_rate={self.sample_rate}, window_samples="
                 f"{self.window_samples}, hop_samples={self.hop_samples}, latency_samples="
-                f"{self.latency_samples}, backend={self.backend!r}, device='{self.device}')")
+                f"{self.latency_samples}, backend={self.backend!r}, device='{self.device}'"
+                + ("" if self.keep_below_hz is None else f", keep_below_hz={self.keep_below_hz:g}")
+                + ")")
 
 
 def resample(audio: np.ndarray, source_rate: float, target_rate: float) -> np.ndarray:

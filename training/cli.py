@@ -73,8 +73,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 None, args.cutoff_hz):
             print(f"warning: {model_arg} was trained for cutoff {model.card['cutoff_hz']} Hz, "
                   f"evaluating at {args.cutoff_hz} Hz", file=sys.stderr)
-        results[model_arg] = evaluate(system_runner(model, settings.sample_rate, args.whole),
-                                      clips, settings)
+        runner = system_runner(model, settings.sample_rate, args.whole, args.keep_below_hz)
+        results[model_arg] = evaluate(runner, clips, settings)
         red = lsd_hf_reduction(results[model_arg], results["Input"])
         for f in red:
             results[model_arg][f]["lsd_hf_reduction"] = red[f]
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--extra-filters", default="",
                    help="comma-separated extra held-out filters FAMILY-ORDER, e.g. "
                    "butter-4,butter-8 (rows named after the filter)")
+    e.add_argument("--keep-below-hz", type=float, default=None,
+                   help="evaluate with the passband locked below this frequency "
+                   "(rtbwe process --keep-below-hz)")
     e.add_argument("--vggish-weights")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--csv")

@@ -53,11 +53,16 @@ def test_clips(files: list[Path], settings: EvalSettings) -> list[np.ndarray]:
     return clips
 
 
-def system_runner(model: torch.nn.Module | None, sample_rate: int,
-                  whole: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """(samples,) -> (samples,) for a model; ``None`` is the unprocessed "Input" row."""
+def system_runner(model: torch.nn.Module | None, sample_rate: int, whole: bool = False,
+                  keep_below_hz: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """(samples,) -> (samples,) for a model; ``None`` is the unprocessed "Input" row.
+    ``keep_below_hz`` locks the model's passband (:mod:`rtbwe.passband`)."""
     if model is None:
         return lambda x: x
+    if keep_below_hz is not None:
+        from rtbwe.passband import PassbandLock
+
+        model = PassbandLock(model, sample_rate, keep_below_hz)
     model = model.eval()
     if whole:
         def run_whole(x: np.ndarray) -> np.ndarray:

@@ -72,13 +72,18 @@ class ARUNet(FixedLengthWrapper):
         global_residual: output = input + predicted high band (Kuleshov/Sulun convention).
         init: ``"default"``, ``"normal"`` (paper's literal N(0,1)) or ``"orthogonal"``.
         zero_init_output: zero the last conv so the network starts as the identity.
+        keep_below_hz: lock the passband: the predicted residual is high-passed there, so the
+            output equals the input below it (:mod:`rtbwe.passband`; needs the global
+            residual). ``None`` (default) lets the network change every band.
+        sample_rate: the rate ``keep_below_hz`` refers to.
     """
 
     def __init__(self, filters: Sequence[int] = PAPER_FILTERS,
                  kernel_sizes: Sequence[int] = PAPER_KERNELS, bottleneck_filters: int = 512,
                  bottleneck_kernel: int = 9, dropout: float = 0.5, batch_norm: bool = True,
                  global_residual: bool = True, init: str = "default",
-                 zero_init_output: bool = True):
+                 zero_init_output: bool = True, keep_below_hz: float | None = None,
+                 sample_rate: int = 48000):
         super().__init__()
         filters, kernel_sizes = list(filters), list(kernel_sizes)
         if len(filters) != len(kernel_sizes) or not filters:
@@ -110,6 +115,13 @@ class ARUNet(FixedLengthWrapper):
         init_weights(self, init)
         if zero_init_output and global_residual:
             zero_output(self.out)
+        if keep_below_hz is not None:
+            if not global_residual:
+                raise ValueError("keep_below_hz needs global_residual=True (it filters the "
+                                 "predicted residual)")
+            from ..passband import ResidualHighpass
+
+            self.residual_filter = ResidualHighpass(sample_rate, keep_below_hz)
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

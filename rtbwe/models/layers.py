@@ -100,6 +100,11 @@ class FixedLengthWrapper(nn.Module):
     multiple: int = 1
     global_residual: bool = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        # applied to the predicted residual; rtbwe.passband.ResidualHighpass locks the passband
+        self.residual_filter: nn.Module = nn.Identity()
+
     def core(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -110,7 +115,7 @@ class FixedLengthWrapper(nn.Module):
         length = x.shape[-1]
         padded, _ = pad_to_multiple(x, self.multiple)
         y = self.core(padded)[..., :length]
-        return x + y if self.global_residual else y
+        return x + self.residual_filter(y) if self.global_residual else y
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
