@@ -5,14 +5,16 @@ import argparse
 import sys
 
 
-def build_processor(model: str, device: str, sample_rate: int | None = None):
+def build_processor(model: str, device: str, sample_rate: int | None = None,
+                    keep_below_hz: float | None = None):
     """``BandwidthExtender`` for ``--model``; ``identity`` runs the audio path with no network."""
     import torch
 
     from .processor import BandwidthExtender
 
     module = torch.nn.Identity() if model == "identity" else model
-    return BandwidthExtender(module, sample_rate=sample_rate, device=device)
+    return BandwidthExtender(module, sample_rate=sample_rate, device=device,
+                             keep_below_hz=keep_below_hz)
 
 
 def live(args: argparse.Namespace) -> int:
@@ -27,8 +29,9 @@ def live(args: argparse.Namespace) -> int:
         print(f"rtbwe live: {err}", file=sys.stderr)
         return 2
     try:
-        processor = build_processor(args.model, args.device, args.sample_rate)
-    except ModelLoadingError as err:
+        processor = build_processor(args.model, args.device, args.sample_rate,
+                                    args.keep_below_hz)
+    except (ModelLoadingError, ValueError) as err:
         print(f"rtbwe live: {err}\n(`--model identity` checks the audio path without a model)",
               file=sys.stderr)
         return 2
@@ -84,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "a C compiler), auto (c when it builds)")
     p.add_argument("--sample-rate", type=int, default=None, help="stream rate (default: the "
                    "model's, 48000)")
+    p.add_argument("--keep-below-hz", type=float, default=None, help="leave the input below "
+                   "this frequency untouched; only the band above comes from the network")
     p.set_defaults(func=live)
     d = sub.add_parser("devices", help="list audio devices for `rtbwe live`")
     d.set_defaults(func=devices)

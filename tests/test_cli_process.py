@@ -52,6 +52,22 @@ def test_process_output_is_the_latency_compensated_offline_result(tmp_path, tiny
     np.testing.assert_allclose(out.T, offline, atol=1e-5)
 
 
+def test_keep_below_hz_option_locks_the_passband(tmp_path, tiny_card, capsys):
+    x = (0.3 * np.random.default_rng(1).standard_normal((20000, 1))).astype(np.float32)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, 48000, subtype="FLOAT")
+    assert cli.main(["process", str(src), str(dst), "--model", str(tiny_card), "--quiet",
+                     "--keep-below-hz", "4000"]) == 0
+    out, _ = sf.read(dst, dtype="float32")
+    locked = BandwidthExtender(str(tiny_card), keep_below_hz=4000).process(x[:, 0], 48000)
+    np.testing.assert_allclose(out, locked, atol=1e-5)
+    assert not np.allclose(out, BandwidthExtender(str(tiny_card)).process(x[:, 0], 48000),
+                           atol=1e-3)
+    assert cli.main(["process", str(src), str(dst), "--model", str(tiny_card),
+                     "--keep-below-hz", "30000"]) == 1
+    assert "Nyquist" in capsys.readouterr().err
+
+
 def test_identity_through_a_file_is_aligned(tmp_path):
     """An impulse stays where it was: latency is compensated exactly (float wav, 48 kHz)."""
     x = np.zeros(20000, np.float32)
