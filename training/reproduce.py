@@ -309,8 +309,15 @@ def evaluate_system(system: System, settings: ReproduceSettings, clips: list[np.
     np.savez(run_dir / "fig3.npz", **fig)
     return {"label": system.label, "slug": system.slug, "model": system.model,
             "augment": system.augment, "train": train_info, "test": test,
-            "eval": dataclasses.asdict(ev) | {"whole": settings.whole},
+            "eval": eval_record(settings),
             "fig_audio": str(run_dir / "fig3.npz")}
+
+
+def eval_record(settings: ReproduceSettings) -> dict:
+    """The evaluation settings as result.json stores them (JSON types: lists, not tuples), so
+    a re-run can tell whether a finished system was evaluated the same way."""
+    record = dataclasses.asdict(eval_settings(settings)) | {"whole": settings.whole}
+    return json.loads(json.dumps(record))
 
 
 def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print,
@@ -330,7 +337,7 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print,
         torch.set_num_threads(settings.threads)
         steps = plan_steps(settings, log)
         clips: list[np.ndarray] | None = None
-        ev = dataclasses.asdict(eval_settings(settings)) | {"whole": settings.whole}
+        ev = eval_record(settings)
         for system in systems_for(settings):
             if system.slug not in settings.systems:
                 continue
