@@ -8,10 +8,12 @@ docs/training.md). With a passband lock the output is
 
     output = input + highpass(network(input) - input)
 
-so below ``keep_below_hz`` the output is the input (to within the FIR's stopband, < -80 dB)
+so below ``keep_below_hz`` the output is the input (to within the FIR's stopband; tones
+below it come back within -60 dB in tests/test_passband.py)
 and above it the network's high band is added. The high-pass is a linear-phase (zero-phase
 when centred) Kaiser FIR, applied per analysis window like the network itself, so the lock
-adds no latency and works with every engine backend (eager, TorchScript, CUDA graphs).
+adds no latency. It is one conv1d, so every engine backend runs it (eager and TorchScript are
+tested; CUDA graphs capture it like any other op but are untested here, without a GPU).
 
 Two ways to use it:
 

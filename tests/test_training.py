@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rtbwe import filters, metrics
+from rtbwe import filters, metrics, models
 from rtbwe.training import config as config_mod
 from rtbwe.training import corpus, data
 from rtbwe.training.trainer import Trainer
@@ -164,6 +164,32 @@ def test_training_resumes_exactly(tmp_path):
     card = json.loads((tmp_path / "b" / "best.json").read_text())
     assert card["model"] == "tiny" and card["cutoff_hz"] == 6000.0
     assert len(card["data_manifest_sha256"]) == 64 and "validation" in card
+
+
+def test_training_with_a_passband_lock_records_it_in_the_card(tmp_path):
+    from rtbwe.weights import load_model
+
+    folder = _write_tones(tmp_path / "f")
+    cfg = _smoke_config(folder, 3).replace(model_kwargs={"keep_below_hz": 4000.0},
+                                           augment_set="table1+flat")
+    Trainer(cfg, tmp_path / "run", log=lambda s: None).train()
+    card = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert card["model_kwargs"]["keep_below_hz"] == 4000.0
+    assert card["model_kwargs"]["sample_rate"] == SR
+    assert card["training"]["augment_set"] == "table1+flat"
+    model = load_model(tmp_path / "run" / "best.json").eval()
+    assert model.residual_filter.keep_below_hz == 4000.0
+    unlocked = models.build("tiny").eval()
+    unlocked.load_state_dict(model.state_dict())
+    x = torch.from_numpy(np.sin(2 * np.pi * 500 * np.arange(4096) / SR).astype(np.float32))
+    low = np.fft.rfftfreq(3072, 1 / SR) < 3000
+
+    def change_below_3k(net):  # energy the net adds below 3 kHz (away from the edges)
+        with torch.inference_mode():
+            change = (net(x[None, None]) - x)[0, 0, 512:-512].numpy()
+        return float(np.sum(np.abs(np.fft.rfft(change * np.hanning(3072))[low]) ** 2))
+
+    assert change_below_3k(model) < 1e-5 * change_below_3k(unlocked)
 
 
 def test_eval_cli_prints_metrics_and_band_errors(tmp_path, capsys):

@@ -115,7 +115,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
-        self.model = models.build(config.model, **config.model_kwargs).to(self.device)
+        self.model = models.build(config.model, **self.model_kwargs()).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
                                      weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
@@ -138,6 +138,14 @@ class Trainer:
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         (self.run_dir / "config.toml").write_text(dump_toml(config))
         self._stop = False
+
+    def model_kwargs(self) -> dict:
+        """The config's model kwargs; a passband lock also gets the run's sample rate, so the
+        model card rebuilds the same filter."""
+        kwargs = dict(self.cfg.model_kwargs)
+        if kwargs.get("keep_below_hz") is not None:
+            kwargs.setdefault("sample_rate", self.cfg.sample_rate)
+        return kwargs
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -175,7 +183,7 @@ class Trainer:
                              for k, v in row.items() if k in LOG_FIELDS})
 
     def card(self, val: dict[str, float]) -> dict:
-        cls_name, kwargs = models.build_kwargs(self.cfg.model, **self.cfg.model_kwargs)
+        cls_name, kwargs = models.build_kwargs(self.cfg.model, **self.model_kwargs())
         return {"name": self.cfg.name, "model": self.cfg.model, "model_class": cls_name,
                 "model_kwargs": kwargs, "sample_rate": self.cfg.sample_rate,
                 "cutoff_hz": self.cfg.cutoff_hz, "training": self.cfg.to_dict(),
