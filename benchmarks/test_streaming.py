@@ -55,6 +55,23 @@ def test_streaming(benchmark, record, model, backend, threads, block, window, ho
            hop_samples=bwe.hop_samples)
 
 
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+@pytest.mark.parametrize("keep_below_hz", [None, 4500.0], ids=["plain", "keep4500"])
+def test_passband_lock_cost(benchmark, record, backend, keep_below_hz):
+    """What keep_below_hz (a 255-tap FIR on each window's residual) costs per call."""
+    bwe = build_extender("arunet-small", backend, 1, keep_below_hz=keep_below_hz)
+    rng = np.random.default_rng(2)
+    blocks = itertools.cycle([np.ascontiguousarray(0.1 * rng.standard_normal((1, 512)),
+                                                   dtype=np.float32) for _ in range(16)])
+    bwe.prepare(1, 512)
+    benchmark.pedantic(lambda: bwe.process(next(blocks), RATE, reset=False),
+                       rounds=int(SECONDS * RATE) // 512, iterations=1, warmup_rounds=20)
+    times = np.asarray(benchmark.stats.stats.data)
+    record(p50_ms=1e3 * float(np.percentile(times, 50)),
+           p99_ms=1e3 * float(np.percentile(times, 99)),
+           rt_factor=float(times.sum() / (len(times) * 512 / RATE)), latency_ms=bwe.latency_ms)
+
+
 def test_stereo_arunet_small(benchmark, record):
     """Stereo runs both channels as one batch per hop."""
     bwe = build_extender("arunet-small", "eager", 1)

@@ -43,14 +43,15 @@ class StreamTiming:
 
 def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
                    window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
-                   seed: int = 0
+                   seed: int = 0, keep_below_hz: float | None = None
                    ) -> BandwidthExtender:
     """An extender around registry model ``model`` with random weights (warning silenced)."""
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return BandwidthExtender(model, device="cpu", backend=backend, num_threads=num_threads,
-                                 window_ms=window_ms, hop_ms=hop_ms)
+                                 window_ms=window_ms, hop_ms=hop_ms,
+                                 keep_below_hz=keep_below_hz)
 
 
 def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 5.0,
