@@ -7,8 +7,9 @@ All functions take ``reference`` and ``estimate`` of equal shape, ``(samples,)``
 * ``lsd``: Hann STFT (n_fft 2048, hop 512), ``log10`` power clamped at 1e-10,
   RMS over frequency bins, mean over frames (and channels).
 * ``lsd_hf``: the same over the bins above ``cutoff_hz`` only.
-* ``band_error_db``: where the error lies: error energy per frequency band relative to the
-  reference's total energy (the per-band terms of the SNR's denominator).
+* ``band_error_energy`` / ``band_error_db``: where the error lies: error energy per
+  frequency band, linear or in dB relative to the reference's total energy (the per-band
+  terms of the SNR's denominator).
 * ``visqol``: ViSQOL v3 audio mode (``pip install rtbwe[visqol]``), MOS-LQO in 1..5.
 * ``vggish_distance``: see :mod:`rtbwe.vggish`.
 """
@@ -52,27 +53,38 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 BAND_EDGES_HZ = (0, 3000, 4500, 5500, 6000, 6500, 7000, 8000, 10000, 12000, 24000)
 
 
-def band_error_db(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
-                  edges_hz: tuple[float, ...] = BAND_EDGES_HZ) -> np.ndarray:
-    """Error energy in each band ``[edges_hz[k], edges_hz[k+1])``, in dB relative to the
-    reference's total energy: (len(edges_hz) - 1,). By Parseval the bands' linear sum is
-    ``10 ** (-snr_db / 10)`` when the edges cover 0 to Nyquist.
+def band_error_energy(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+                      edges_hz: tuple[float, ...] = BAND_EDGES_HZ) -> np.ndarray:
+    """Error energy ``sum((reference - estimate) ** 2)`` split into the bands
+    ``[edges_hz[k], edges_hz[k+1])``: (len(edges_hz) - 1,), linear, summed over channels. By
+    Parseval the bands add up to the whole error energy when the edges cover 0 to Nyquist, so
+    energies of several clips can be pooled by adding them.
     """
-    ref, est = _pair(reference, estimate)
-    freqs = np.fft.rfftfreq(ref.shape[-1], 1.0 / sample_rate)
-    weight = np.full(freqs.shape, 2.0)  # one-sided spectrum: DC and Nyquist count once
-    weight[0] = 1.0
-    if ref.shape[-1] % 2 == 0:
-        weight[-1] = 1.0
-    error = weight * np.sum(np.abs(np.fft.rfft(ref - est, axis=-1)) ** 2, axis=0)
-    total = float(np.sum(weight * np.sum(np.abs(np.fft.rfft(ref, axis=-1)) ** 2, axis=0)))
     edges = np.asarray(edges_hz, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"edges_hz must be increasing with at least two entries, got {edges_hz}")
+    ref, est = _pair(reference, estimate)
+    n = ref.shape[-1]
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    weight = np.full(freqs.shape, 2.0 / n)  # one-sided spectrum: DC and Nyquist count once
+    weight[0] = 1.0 / n
+    if n % 2 == 0:
+        weight[-1] = 1.0 / n
+    error = weight * np.sum(np.abs(np.fft.rfft(ref - est, axis=-1)) ** 2, axis=0)
     index = np.searchsorted(edges, freqs, side="right") - 1
     index[freqs == edges[-1]] = len(edges) - 2  # the top edge (Nyquist) closes the last band
     inside = (index >= 0) & (index < len(edges) - 1)
-    bands = np.bincount(index[inside], weights=error[inside], minlength=len(edges) - 1)
+    return np.bincount(index[inside], weights=error[inside], minlength=len(edges) - 1)
+
+
+def band_error_db(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+                  edges_hz: tuple[float, ...] = BAND_EDGES_HZ) -> np.ndarray:
+    """:func:`band_error_energy` in dB relative to the reference's total energy:
+    (len(edges_hz) - 1,). The bands' linear sum is ``10 ** (-snr_db / 10)`` when the edges
+    cover 0 to Nyquist.
+    """
+    bands = band_error_energy(reference, estimate, sample_rate, edges_hz)
+    total = float(np.sum(np.asarray(reference, dtype=np.float64) ** 2))
     with np.errstate(divide="ignore"):
         return 10 * np.log10(bands / total) if total > 0 else np.full(len(bands), np.inf)
 

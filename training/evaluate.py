@@ -33,6 +33,9 @@ class EvalSettings:
     bands: bool = False            # also the error energy per band (``bands_db``)
     extra_filters: tuple[str, ...] = ()  # more held-out filters, e.g. ("butter-4",)
 
+    def __post_init__(self) -> None:
+        self.test_filters()  # a bad extra filter fails here, before any audio is loaded
+
     def test_filters(self) -> dict[str, filters.FilterSpec]:
         """'seen' and 'unseen', then each extra filter under its own name."""
         extra = {name: filters.parse_spec(name) for name in self.extra_filters}
@@ -88,10 +91,8 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray],
             low = filters.apply(ref, sr, fc, spec)
             est = np.asarray(run(low), dtype=np.float32)
             if settings.bands:
-                clip_energy = float(np.sum(np.asarray(ref, np.float64) ** 2))
-                band_error = band_error + clip_energy * 10 ** (
-                    metrics.band_error_db(ref, est, sr) / 10)
-                energy += clip_energy
+                band_error = band_error + metrics.band_error_energy(ref, est, sr)
+                energy += float(np.sum(np.asarray(ref, np.float64) ** 2))
             snr_in = metrics.snr_db(ref, low)
             rows["snr"].append(metrics.snr_db(ref, est))
             rows["dsnr"].append(rows["snr"][-1] - snr_in)
