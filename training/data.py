@@ -8,9 +8,9 @@ Three sources, each split by piece (or file), never by segment:
 
 :class:`PairSampler` draws random segments ``(batch, 1, segment_samples)`` from the
 in-memory audio and low-passes each input with a random Table I training filter (data
-augmentation, "DA"; optionally Table I plus flat-passband filters) or with Chebyshev-1 order 6 only. Each segment is filtered with
-``FILTER_CONTEXT`` samples of real signal on both sides, so it equals a crop of the
-zero-phase-filtered whole signal.
+augmentation, "DA"; optionally Table I plus flat-passband filters) or with Chebyshev-1
+order 6 only. Each segment is filtered with ``FILTER_CONTEXT`` samples of real signal on
+both sides, so it equals a crop of the zero-phase-filtered whole signal.
 """
 from __future__ import annotations
 

@@ -272,13 +272,11 @@ def budget_check(records: list[dict], other: list[dict]) -> str:
                      f"{rec['test']['seen']['dsnr']:+.2f} | {rec['test']['unseen']['dsnr']:+.2f} |")
     lines.append("")
     for fname, title in FILTER_NAMES.items():
-        lead_old = max(rows, key=lambda p: p[1]["test"][fname]["dsnr"])[0]["label"]
-        lead_new = max(rows, key=lambda p: p[0]["test"][fname]["dsnr"])[0]["label"]
-        order_old = [p[0]["label"] for p in sorted(rows, key=lambda p: -p[1]["test"][fname]["dsnr"])]
-        order_new = [p[0]["label"] for p in sorted(rows, key=lambda p: -p[0]["test"][fname]["dsnr"])]
+        order_old, order_new = ([p[0]["label"] for p in sorted(
+            rows, key=lambda p: -p[side]["test"][fname]["dsnr"])] for side in (1, 0))
         same = sum(a == b for a, b in zip(order_old, order_new))
-        lines.append(f"- {title}: best {lead_old} with the smaller budget, {lead_new} with this "
-                     f"one; {same} of {len(rows)} systems keep their rank.")
+        lines.append(f"- {title}: best {order_old[0]} with the smaller budget, {order_new[0]} "
+                     f"with this one; {same} of {len(rows)} systems keep their rank.")
     return "\n".join(lines)
 
 
