@@ -41,7 +41,11 @@ TRAIN_FILTERS = (FilterSpec("cheby1", 6), FilterSpec("cheby1", 8), FilterSpec("c
 # flat filters are sharp and ripple (cheby1, ellip) and its gentle one droops from 1 kHz
 # (bessel). No Butterworth of any order is here, so the unseen test filter stays unseen.
 FLAT_FILTERS = (FilterSpec("cheby2", 6), FilterSpec("cheby2", 8))
-AUGMENT_SETS = {"table1": TRAIN_FILTERS, "table1+flat": TRAIN_FILTERS + FLAT_FILTERS}
+# Chebyshev-2 of three orders: flat passbands whose knees range from gentle (order 4) to
+# sharp (order 8), for models that can tell filters apart (rtbwe.conditioning).
+CHEBY2_FILTERS = (FilterSpec("cheby2", 4), FilterSpec("cheby2", 6), FilterSpec("cheby2", 8))
+AUGMENT_SETS = {"table1": TRAIN_FILTERS, "table1+flat": TRAIN_FILTERS + FLAT_FILTERS,
+                "table1+cheby2": TRAIN_FILTERS + CHEBY2_FILTERS}
 SEEN_TEST_FILTER = FilterSpec("cheby1", 6)
 UNSEEN_TEST_FILTER = FilterSpec("butter", 6)
 TEST_FILTERS = {"seen": SEEN_TEST_FILTER, "unseen": UNSEEN_TEST_FILTER}

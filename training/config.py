@@ -31,7 +31,7 @@ class TrainConfig:
     model: str = "arunet-small"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: bool = True                 # DA: random Table I filter per segment
-    augment_set: str = "table1"          # DA filters: table1 (paper) | table1+flat
+    augment_set: str = "table1"          # DA filters: table1 (paper) | table1+flat | table1+cheby2
     cutoff_hz: float = 6000.0
     cutoff_jitter: float = 0.0           # DA only: cutoff drawn in [c/(1+j), c(1+j)] per segment
     sample_rate: int = 48000

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtbwe import filters
+from rtbwe import conditioning, filters
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 SPLITS = ("train", "validation", "test")
@@ -134,9 +134,10 @@ class PairSampler:
         cutoff_hz: low-pass cutoff of the degradation (6 kHz is our standard task).
         augment: True = a random training filter per segment (DA); False =
             Chebyshev-1 order 6 only.
-        augment_set: with DA, which filters: ``"table1"`` (the paper's Table I) or
+        augment_set: with DA, which filters: ``"table1"`` (the paper's Table I),
             ``"table1+flat"`` (Table I plus flat-passband Chebyshev-2 6 and 8; see
-            ``filters.FLAT_FILTERS`` and docs/training.md).
+            ``filters.FLAT_FILTERS`` and docs/training.md) or ``"table1+cheby2"`` (Table I
+            plus Chebyshev-2 4, 6 and 8, for conditioned models).
         min_rms: segments quieter than this are redrawn (silence teaches nothing).
         cutoff_jitter: with DA, each segment's cutoff is drawn log-uniformly from
             ``[cutoff_hz / (1 + j), cutoff_hz * (1 + j)]`` (0 = always ``cutoff_hz``, the paper).
@@ -164,6 +165,7 @@ class PairSampler:
             raise ValueError(f"every track is shorter than segment_samples={segment_samples}")
         self.weights = np.where(lengths >= self.segment_samples, lengths, 0.0)
         self.weights /= self.weights.sum()
+        self.spectra: TrackSpectra | None = None  # built on the first conditioned batch
 
     def filter_for_segment(self) -> filters.FilterSpec:
         if not self.augment:
@@ -180,6 +182,9 @@ class PairSampler:
 
     def segment(self) -> tuple[np.ndarray, np.ndarray, int, int]:
         """One (lowpassed, target) pair of (segment_samples,) plus its track index and start."""
+        return self._draw()[:4]
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, int, int, filters.FilterSpec, float]:
         n = self.segment_samples
         for _ in range(20):
             index = int(self.rng.choice(len(self.pool.tracks), p=self.weights))
@@ -188,10 +193,10 @@ class PairSampler:
             target = track[start:start + n]
             if np.sqrt(np.mean(target**2)) >= self.min_rms:
                 break
+        cutoff_hz, spec = self.cutoff_for_segment(), self.filter_for_segment()
         lo, hi = max(0, start - FILTER_CONTEXT), min(len(track), start + n + FILTER_CONTEXT)
-        filtered = filters.apply(track[lo:hi], self.pool.sample_rate, self.cutoff_for_segment(),
-                                 self.filter_for_segment())
-        return filtered[start - lo:start - lo + n], target, index, start
+        filtered = filters.apply(track[lo:hi], self.pool.sample_rate, cutoff_hz, spec)
+        return filtered[start - lo:start - lo + n], target, index, start, spec, cutoff_hz
 
     def batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(lowpassed, target), each (batch_size, 1, segment_samples) float32."""
@@ -200,11 +205,74 @@ class PairSampler:
         y = np.stack([p[1] for p in pairs])[:, None, :].astype(np.float32)
         return x, y
 
+    def conditioned_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lowpassed, target, condition): the first two (batch_size, 1, segment_samples),
+        the condition (batch_size, conditioning.NUM_BANDS) float32, each segment's as a
+        stream would see it at the segment's end after a random amount of history."""
+        if self.spectra is None:
+            self.spectra = TrackSpectra(self.pool)
+        draws = [self._draw() for _ in range(batch_size)]
+        x = np.stack([d[0] for d in draws])[:, None, :].astype(np.float32)
+        y = np.stack([d[1] for d in draws])[:, None, :].astype(np.float32)
+        c = np.stack([self.spectra.condition(index, start + self.segment_samples, spec, cutoff,
+                                             self.rng) for _, _, index, start, spec, cutoff in draws])
+        return x, y, c
+
     def state(self) -> dict:
         return self.rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+class TrackSpectra:
+    """Clean per-bin frame powers of every track, to draw conditions (:mod:`rtbwe.conditioning`)
+    for filtered segments without filtering seconds of audio: the filtered signal's frame
+    powers are the clean ones times the filter's power response (checked in the tests)."""
+
+    MAX_HISTORY_S = 20.0
+
+    def __init__(self, pool: AudioPool, window_samples: int = 1024, hop_samples: int = 512):
+        self.sample_rate, self.window_samples = pool.sample_rate, window_samples
+        self.hop_samples = hop_samples
+        self.decay = conditioning.decay_per_frame(pool.sample_rate, hop_samples)
+        self.freqs_hz = conditioning.bin_frequencies_hz(pool.sample_rate, window_samples)
+        self.powers = [self._frame_powers(t) for t in pool.tracks]  # each (frames, bins)
+        self.gains: dict[tuple[str, float], np.ndarray] = {}
+
+    def _frame_powers(self, track: np.ndarray) -> np.ndarray:
+        if len(track) < self.window_samples:
+            track = np.pad(track, (0, self.window_samples - len(track)))
+        frames = np.lib.stride_tricks.sliding_window_view(track, self.window_samples)
+        frames = frames[::self.hop_samples]
+        out = np.empty((len(frames), len(self.freqs_hz)), np.float32)
+        for i in range(0, len(frames), 4096):
+            out[i:i + 4096] = conditioning.bin_power(frames[i:i + 4096], self.sample_rate)
+        return out
+
+    def gain(self, spec: filters.FilterSpec, cutoff_hz: float) -> np.ndarray:
+        key = (str(spec), cutoff_hz)
+        if key not in self.gains:
+            db = filters.zero_phase_response_db(self.sample_rate, cutoff_hz, spec.family,
+                                                spec.order, self.freqs_hz)
+            self.gains[key] = 10.0 ** (db / 10.0)
+        return self.gains[key]
+
+    def condition(self, index: int, end_sample: int, spec: filters.FilterSpec, cutoff_hz: float,
+                  rng: np.random.Generator) -> np.ndarray:
+        """(NUM_BANDS,) condition of track ``index`` filtered by ``spec``, as the stream's
+        tracker has it at ``end_sample``: half the time after all the history there is (up
+        to ``MAX_HISTORY_S``), half after a uniform random number of frames (a stream that
+        has just started)."""
+        powers = self.powers[index]
+        last = min(max((end_sample - self.window_samples) // self.hop_samples, 0), len(powers) - 1)
+        longest = min(last + 1, int(self.MAX_HISTORY_S * self.sample_rate / self.hop_samples))
+        history = longest if rng.random() < 0.5 else int(rng.integers(1, longest + 1))
+        weights = self.decay ** np.arange(history - 1, -1, -1, dtype=np.float64)
+        mean = weights @ powers[last - history + 1:last + 1] / weights.sum()
+        band_power = conditioning.filtered_band_power(mean, self.gain(spec, cutoff_hz),
+                                                      self.sample_rate, self.window_samples)
+        return conditioning.to_condition(band_power)
 
 
 def validation_clips(pool: AudioPool, clip_seconds: float = 2.0, clips: int = 16,

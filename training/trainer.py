@@ -91,17 +91,31 @@ class ValidationSet:
         return out
 
 
-def model_runner(model: torch.nn.Module, device: torch.device,
-                 chunk: int = 8) -> Callable[[np.ndarray], np.ndarray]:
-    """Whole-clip inference: (clips, samples) -> (clips, samples) in eval mode."""
+def is_conditioned(model: torch.nn.Module) -> bool:
+    """True for models that take ``(x, condition)`` (:mod:`rtbwe.conditioning`)."""
+    return int(getattr(model, "condition_bands", 0)) > 0
+
+
+def model_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8,
+                 sample_rate: int = 48000) -> Callable[[np.ndarray], np.ndarray]:
+    """Whole-clip inference: (clips, samples) -> (clips, samples) in eval mode. A conditioned
+    model gets each clip's whole-clip condition (``conditioning.clip_condition``)."""
+    from rtbwe.conditioning import clip_condition
+
     def run(x: np.ndarray) -> np.ndarray:
         was_training = model.training
         model.eval()
         outs = []
         with torch.inference_mode():
             for i in range(0, len(x), chunk):
-                batch = torch.from_numpy(np.ascontiguousarray(x[i:i + chunk]))[:, None].to(device)
-                outs.append(model(batch)[:, 0].float().cpu().numpy())
+                clips = x[i:i + chunk]
+                batch = torch.from_numpy(np.ascontiguousarray(clips))[:, None].to(device)
+                if is_conditioned(model):
+                    cond = np.stack([clip_condition(c, sample_rate) for c in clips])
+                    y = model(batch, torch.from_numpy(cond).to(device))
+                else:
+                    y = model(batch)
+                outs.append(y[:, 0].float().cpu().numpy())
         model.train(was_training)
         return np.concatenate(outs)
     return run
@@ -192,7 +206,8 @@ class Trainer:
                 "validation": val}
 
     def validate(self) -> dict[str, float]:
-        val = self.val.evaluate(model_runner(self.model, self.device))
+        val = self.val.evaluate(model_runner(self.model, self.device,
+                                             sample_rate=self.cfg.sample_rate))
         self._write_row({"step": self.step, "seconds": self.elapsed, "split": "validation", **val})
         self.log(f"step {self.step}: val seen SNR {val['seen_snr']:.2f} dB "
                  f"(d{val['seen_dsnr']:+.2f}), unseen {val['unseen_snr']:.2f} dB "
@@ -217,8 +232,13 @@ class Trainer:
         from rtbwe.weights import load_model
 
         source = load_model(card_path)
-        self.model.load_state_dict(source.state_dict())
-        self.log(f"warm start from {card_path} ({source.card.get('steps', '?')} steps)")
+        result = self.model.load_state_dict(source.state_dict(), strict=False)
+        new = [k for k in result.missing_keys if k.startswith("film.")]
+        if result.unexpected_keys or len(new) != len(result.missing_keys):
+            raise ValueError(f"{card_path} does not fit {self.cfg.model}: missing "
+                             f"{result.missing_keys}, unexpected {result.unexpected_keys}")
+        self.log(f"warm start from {card_path} ({source.card.get('steps', '?')} steps)"
+                 + (f"; {len(new)} conditioning tensors start at their init" if new else ""))
 
     def train(self, resume: bool = True) -> dict[str, float]:
         if not (resume and self.load_checkpoint()) and self.cfg.init_from:
@@ -246,9 +266,14 @@ class Trainer:
         last_val: dict[str, float] = {}
         while self.step < self.cfg.steps and not self._stop:
             t0 = time.perf_counter()
-            x, y = self.sampler.batch(self.cfg.batch_size)
-            x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-            loss = self.loss(self.model(x), y)
+            if is_conditioned(self.model):
+                x, y, c = self.sampler.conditioned_batch(self.cfg.batch_size)
+                x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+                loss = self.loss(self.model(x, torch.from_numpy(c).to(self.device)), y)
+            else:
+                x, y = self.sampler.batch(self.cfg.batch_size)
+                x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+                loss = self.loss(self.model(x), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:

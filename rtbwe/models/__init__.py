@@ -15,14 +15,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .arunet import ARUNet, SMALL_KWARGS
+from .arunet import ARUNet, ConditionedARUNet, SMALL_KWARGS
 from .baselines import ResNet, UNet
 from .layers import pixel_shuffle_1d
 
-__all__ = ["ARUNet", "UNet", "ResNet", "build", "names", "describe", "receptive_field",
+__all__ = ["ARUNet", "ConditionedARUNet", "UNet", "ResNet", "build", "names", "describe", "receptive_field",
            "macs_per_second", "count_parameters", "pixel_shuffle_1d", "MODEL_CLASSES"]
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"ARUNet": ARUNet, "UNet": UNet, "ResNet": ResNet}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ARUNet": ARUNet, "ConditionedARUNet": ConditionedARUNet,
+                                             "UNet": UNet, "ResNet": ResNet}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {
     "arunet": _Entry(ARUNet, {}, "the paper's ARUNet (128-512 filters, kernels 65-9)"),
     "arunet-small": _Entry(ARUNet, dict(SMALL_KWARGS), "ARUNet narrowed to stream on 2 CPU cores"),
+    "arunet-small-cond": _Entry(ConditionedARUNet, dict(SMALL_KWARGS),
+                                "arunet-small that also sees the input's long-term spectrum"),
     "unet": _Entry(UNet, {}, "U-Net baseline (Kuleshov / Sulun & Davies)"),
     "unet-bn": _Entry(UNet, {"batch_norm": True}, "U-Net with batch norm"),
     "unet-do": _Entry(UNet, {"dropout": 0.5}, "U-Net with dropout 0.5"),
@@ -45,6 +48,10 @@ _REGISTRY: dict[str, _Entry] = {
     "tiny": _Entry(ARUNet, dict(filters=(4, 4, 8, 8, 8), kernel_sizes=(9, 9, 9, 9, 9),
                                 bottleneck_filters=8, dropout=0.0, zero_init_output=False),
                   "tiny ARUNet for tests (random output conv, so it is not the identity)"),
+    "tiny-cond": _Entry(ConditionedARUNet, dict(filters=(4, 4, 8, 8, 8), kernel_sizes=(9,) * 5,
+                                                bottleneck_filters=8, dropout=0.0,
+                                                zero_init_output=False),
+                        "tiny conditioned ARUNet for tests"),
 }
 
 

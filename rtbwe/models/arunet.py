@@ -19,14 +19,15 @@ Choices where the paper is unclear (see docs/models.md):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import (LEAKY_SLOPE, ConvAct, FixedLengthWrapper, PixelShuffle1d, Residual,
-                     init_weights, required_multiple, same_padding, zero_output)
+from ..conditioning import NUM_BANDS
+from .layers import (LEAKY_SLOPE, ConvAct, FiLM, FixedLengthWrapper, PixelShuffle1d, Residual,
+                     init_weights, modulate, required_multiple, same_padding, zero_output)
 
 PAPER_FILTERS = tuple(min(2 ** (6 + k), 512) for k in range(1, 6))  # 128, 256, 512, 512, 512
 PAPER_KERNELS = tuple(max(2 ** (7 - k) + 1, 9) for k in range(1, 6))  # 65, 33, 17, 9, 9
@@ -124,14 +125,53 @@ class ARUNet(FixedLengthWrapper):
             self.residual_filter = ResidualHighpass(sample_rate, keep_below_hz)
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, None)
+
+    def unet(self, x: torch.Tensor, film: Optional[List[torch.Tensor]]) -> torch.Tensor:
+        """The U-Net on (batch, 1, padded samples); ``film``: one (batch, 2, channels, 1)
+        scale/shift pair for the bottleneck output and each decoder output, or None."""
         skips = []
         for enc in self.encoders:
             x = enc(x)
             skips.append(x)
         x = self.bottleneck(x)
-        for dec, skip in zip(self.decoders, reversed(skips)):
+        if film is not None:
+            x = modulate(x, film[0])
+        for level, (dec, skip) in enumerate(zip(self.decoders, reversed(skips))):
             x = dec(x, skip)
+            if film is not None:
+                x = modulate(x, film[level + 1])
         return self.out(x)
+
+
+class ConditionedARUNet(ARUNet):
+    """ARUNet that also sees the input's long-term spectrum (:mod:`rtbwe.conditioning`).
+
+    ``forward(x, condition)``: x (batch, 1, samples), condition (batch, condition_bands)
+    -> (batch, 1, samples). A small MLP turns the condition into FiLM scales and shifts on
+    the bottleneck and every decoder output; it starts at zero, so a conditioned net
+    warm-started from an ARUNet's weights begins as that ARUNet.
+
+    Args:
+        condition_bands: length of the condition vector (``conditioning.NUM_BANDS``).
+        film_hidden: width of the MLP's hidden layers.
+        **kwargs: :class:`ARUNet`'s.
+    """
+
+    def __init__(self, condition_bands: int = NUM_BANDS, film_hidden: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        filters = list(kwargs.get("filters", PAPER_FILTERS))
+        bottleneck = int(kwargs.get("bottleneck_filters", 512))
+        self.condition_bands = int(condition_bands)
+        self.film = FiLM(self.condition_bands, [bottleneck] + [w // 2 for w in reversed(filters)],
+                         film_hidden)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if condition.dim() != 2 or condition.shape[0] != x.shape[0] or \
+                condition.shape[1] != self.condition_bands:
+            raise ValueError(f"expected a condition of shape (batch={x.shape[0]}, "
+                             f"{self.condition_bands}), got {tuple(condition.shape)}")
+        return self.finish(x, self.unet(self.pad_input(x), self.film(condition)))
 
 
 # arunet-small: the same topology, narrow enough to stream in real time on 2 CPU cores.

@@ -8,6 +8,7 @@ zeros to the multiple the strided layers need and the caller crops back.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -110,12 +111,52 @@ class FixedLengthWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, 1, samples) -> (batch, 1, samples)."""
+        return self.finish(x, self.core(self.pad_input(x)))
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check (batch, 1, samples) and zero-pad the end to the network's multiple."""
         if x.dim() != 3 or x.shape[1] != 1:
             raise ValueError(f"expected (batch, 1, samples), got shape {tuple(x.shape)}")
-        length = x.shape[-1]
-        padded, _ = pad_to_multiple(x, self.multiple)
-        y = self.core(padded)[..., :length]
+        return pad_to_multiple(x, self.multiple)[0]
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Crop the core's output to the input length and add the global residual."""
+        y = y[..., :x.shape[-1]]
         return x + self.residual_filter(y) if self.global_residual else y
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation from a conditioning vector, per site.
+
+    ``condition`` (batch, condition_dim) -> one (scale, shift) pair per site; a site's
+    features (batch, channels, time) become ``x * (1 + scale) + shift``. The last layer
+    starts at zero, so a new FiLM leaves a trained network unchanged.
+    """
+
+    def __init__(self, condition_dim: int, site_channels: Sequence[int], hidden: int = 64):
+        super().__init__()
+        self.site_channels = [int(c) for c in site_channels]
+        self.net = nn.Sequential(nn.Linear(condition_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                                 nn.Linear(hidden, 2 * sum(self.site_channels)))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, condition: torch.Tensor) -> list[torch.Tensor]:
+        """(batch, condition_dim) -> per site a (batch, 2, channels, 1) (scale, shift) pair."""
+        params = self.net(condition)
+        out = []
+        start = 0
+        for channels in self.site_channels:
+            chunk = params[:, start:start + 2 * channels]
+            out.append(chunk.reshape(-1, 2, channels, 1))
+            start += 2 * channels
+        return out
+
+
+def modulate(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """x (batch, channels, time) with a FiLM pair (batch, 2, channels, 1)."""
+    return x * (1.0 + params[:, 0]) + params[:, 1]
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

@@ -1,0 +1,162 @@
+"""The input's long-term spectrum as a conditioning vector for the network.
+
+A network that sees 21 ms of audio cannot tell which low-pass made its input: a Chebyshev-1
+passband ripple of 0.1 dB or the knee of a Butterworth filter is invisible in one window of
+music, and the right correction differs (docs/training.md). Seconds of input can tell them
+apart. This module turns the input's power spectrum, averaged over the last seconds, into a
+short vector that a conditioned model (``ARUNet(condition_bands=...)``) takes next to each
+window.
+
+The vector, for one channel at frame ``k`` (frames of the processor's window and hop)::
+
+    P_k[b]  = sum over FFT bins in band b of |rfft(hann * frame_k)|^2     (bands: 1-11 kHz, 250 Hz)
+    S_k[b]  = sum_{j <= k} d^(k-j) P_j[b] / sum_{j <= k} d^(k-j)            d = exp(-hop / (tau * fs))
+    c_k[b]  = clip(10 log10(S_k[b] / mean(S_k[2-4 kHz bands])), -90, 20) / 30
+
+so it is causal (streaming output still equals offline output), level-independent, and
+starts from the first frame (the average of the frames so far). Digital silence gives 0.
+
+Training draws the same vector from the clean audio's per-bin frame powers times the
+degradation filter's power response (:func:`filtered_band_power`), which is how the
+filtered signal's frame powers look, without filtering seconds of audio per segment.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+BAND_LOW_HZ = 1000.0
+BAND_HIGH_HZ = 11000.0
+BAND_WIDTH_HZ = 250.0
+REFERENCE_BAND_HZ = (2000.0, 4000.0)
+FLOOR_DB = -90.0
+CEILING_DB = 20.0
+SCALE_DB = 30.0
+TIME_CONSTANT_S = 4.0
+NUM_BANDS = int(round((BAND_HIGH_HZ - BAND_LOW_HZ) / BAND_WIDTH_HZ))  # 40
+
+
+def band_edges_hz() -> np.ndarray:
+    """(NUM_BANDS + 1,) band edges in Hz."""
+    return BAND_LOW_HZ + BAND_WIDTH_HZ * np.arange(NUM_BANDS + 1)
+
+
+@lru_cache(maxsize=16)
+def band_bins(sample_rate: int, window_samples: int) -> tuple[int, int, np.ndarray]:
+    """FFT bins ``[first, last)`` that fall in some band, and each one's band index."""
+    freqs_hz = np.fft.rfftfreq(window_samples, 1.0 / sample_rate)
+    if freqs_hz[-1] < BAND_HIGH_HZ:
+        raise ValueError(f"conditioning bands reach {BAND_HIGH_HZ:.0f} Hz, above the Nyquist "
+                         f"frequency of sample_rate={sample_rate}")
+    band = np.floor((freqs_hz - BAND_LOW_HZ) / BAND_WIDTH_HZ).astype(np.int64)
+    inside = np.flatnonzero((band >= 0) & (band < NUM_BANDS))
+    first, last = int(inside[0]), int(inside[-1]) + 1
+    if np.bincount(band[first:last], minlength=NUM_BANDS).min() < 1:
+        raise ValueError(f"window_samples={window_samples} is too short for "
+                         f"{BAND_WIDTH_HZ:.0f} Hz conditioning bands at {sample_rate} Hz")
+    return first, last, band[first:last]
+
+
+def _reference_bands() -> np.ndarray:
+    centres = band_edges_hz()[:-1] + BAND_WIDTH_HZ / 2
+    return (centres > REFERENCE_BAND_HZ[0]) & (centres < REFERENCE_BAND_HZ[1])
+
+
+REFERENCE_BANDS = _reference_bands()
+
+
+def bin_power(frames: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Hann-windowed power of the banded bins: frames (rows, window) -> (rows, bins) float64."""
+    window_samples = frames.shape[-1]
+    first, last, _ = band_bins(sample_rate, window_samples)
+    spectrum = np.fft.rfft(frames * np.hanning(window_samples), axis=-1)[..., first:last]
+    return spectrum.real ** 2 + spectrum.imag ** 2
+
+
+def pool_bands(power: np.ndarray, sample_rate: int, window_samples: int) -> np.ndarray:
+    """Per-bin powers (..., bins) -> per-band sums (..., NUM_BANDS)."""
+    return power @ _pooling_matrix(sample_rate, window_samples)
+
+
+@lru_cache(maxsize=16)
+def _pooling_matrix(sample_rate: int, window_samples: int) -> np.ndarray:
+    """(bins, NUM_BANDS) 0/1: which band each banded bin adds to."""
+    _, _, band = band_bins(sample_rate, window_samples)
+    return (band[:, None] == np.arange(NUM_BANDS)[None, :]).astype(np.float64)
+
+
+def to_condition(band_power: np.ndarray) -> np.ndarray:
+    """Band powers (..., NUM_BANDS) -> the scaled, clipped dB vector (..., NUM_BANDS) float32."""
+    reference = band_power[..., REFERENCE_BANDS].mean(axis=-1, keepdims=True)
+    tiny = 1e-30
+    ratio = (band_power + 1e-9 * reference + tiny) / (reference + tiny)
+    db = np.clip(10.0 * np.log10(ratio), FLOOR_DB, CEILING_DB)
+    return (db / SCALE_DB).astype(np.float32)
+
+
+def decay_per_frame(sample_rate: int, hop_samples: int,
+                    time_constant_s: float = TIME_CONSTANT_S) -> float:
+    return float(np.exp(-hop_samples / (time_constant_s * sample_rate)))
+
+
+class SpectrumTracker:
+    """Causal long-term band powers per channel; :meth:`update` gives each frame's condition.
+
+    Args:
+        channels: independent channels (each has its own average).
+        sample_rate, window_samples, hop_samples: the processor's framing.
+        time_constant_s: the exponential average's time constant.
+    """
+
+    def __init__(self, channels: int, sample_rate: int, window_samples: int, hop_samples: int,
+                 time_constant_s: float = TIME_CONSTANT_S):
+        band_bins(sample_rate, window_samples)  # validates the geometry
+        self.channels, self.sample_rate = channels, sample_rate
+        self.window_samples = window_samples
+        self.decay = decay_per_frame(sample_rate, hop_samples, time_constant_s)
+        self.sums = np.zeros((channels, NUM_BANDS), np.float64)
+        self.weights = np.zeros(channels, np.float64)
+
+    def clear(self) -> None:
+        self.sums.fill(0.0)
+        self.weights.fill(0.0)
+
+    def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray) -> None:
+        """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
+        rows in the same order, (channels * num_frames, NUM_BANDS) float32."""
+        rows = self.channels * num_frames
+        power = pool_bands(bin_power(frames[:rows], self.sample_rate), self.sample_rate,
+                           self.window_samples).reshape(self.channels, num_frames, NUM_BANDS)
+        averaged = np.empty_like(power)
+        for f in range(num_frames):
+            self.sums *= self.decay
+            self.sums += power[:, f]
+            self.weights = self.weights * self.decay + 1.0
+            averaged[:, f] = self.sums / self.weights[:, None]
+        out[:rows] = to_condition(averaged).reshape(rows, NUM_BANDS)
+
+
+def clip_condition(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,
+                   hop_samples: int = 512) -> np.ndarray:
+    """One condition for a whole clip (samples,) -> (NUM_BANDS,): the plain mean of its
+    frame powers (the offline ideal, used for whole-clip inference and validation)."""
+    audio = np.asarray(audio, np.float64)
+    if audio.shape[-1] < window_samples:
+        audio = np.pad(audio, (0, window_samples - audio.shape[-1]))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, window_samples)[::hop_samples]
+    power = pool_bands(bin_power(frames, sample_rate), sample_rate, window_samples)
+    return to_condition(power.mean(axis=0))
+
+
+def filtered_band_power(clean_bin_power: np.ndarray, gain: np.ndarray, sample_rate: int,
+                        window_samples: int) -> np.ndarray:
+    """Band powers of a filtered signal from the clean one's bin powers (..., bins) and the
+    filter's power gain per bin (bins,) (the zero-phase response squared)."""
+    return pool_bands(clean_bin_power * gain, sample_rate, window_samples)
+
+
+def bin_frequencies_hz(sample_rate: int, window_samples: int) -> np.ndarray:
+    """(bins,) centre frequencies of the banded bins."""
+    first, last, _ = band_bins(sample_rate, window_samples)
+    return np.fft.rfftfreq(window_samples, 1.0 / sample_rate)[first:last]
