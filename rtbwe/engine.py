@@ -2,7 +2,9 @@
 
 The processor hands the engine a float32 array of windows, ``(rows, window_samples)``, and a
 preallocated output array of the same shape; the engine runs the model on them as ONE batch
-``(rows, 1, window_samples)`` and writes the result in place. Backends:
+``(rows, 1, window_samples)`` and writes the result in place. A conditioned model (one with
+``condition_bands > 0``, :mod:`rtbwe.conditioning`) also gets ``conditions``
+``(rows, condition_bands)``, one vector per window. Backends:
 
 ========== ============================================================================
 eager      the ``nn.Module`` under ``torch.inference_mode`` (CPU or CUDA)
@@ -69,18 +71,33 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def condition_bands(model: nn.Module) -> int:
+    """Length of the conditioning vector ``model`` takes next to its input; 0 for none."""
+    return int(getattr(model, "condition_bands", 0) or 0)
+
+
+def example_inputs(model: nn.Module, rows: int, window_samples: int,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Zeros of the shapes ``model`` takes: ``(x,)`` or ``(x, condition)``."""
+    x = torch.zeros(rows, 1, window_samples, device=device)
+    bands = condition_bands(model)
+    return (x, torch.zeros(rows, bands, device=device)) if bands else (x,)
+
+
 def to_torchscript(model: nn.Module, window_samples: int, optimize: bool = True,
                    device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
-    """Trace ``model`` on ``(2, 1, window_samples)``, freeze it and (``optimize``) run
-    ``torch.jit.optimize_for_inference``. The trace is valid for that window length only;
-    the batch size may vary."""
+    """Trace ``model`` on ``(2, 1, window_samples)`` (and a ``(2, bands)`` condition if it
+    takes one), freeze it and (``optimize``) run ``torch.jit.optimize_for_inference``. The
+    trace is valid for that window length only; the batch size may vary."""
     model = model.eval().to(device)
-    example = torch.zeros(2, 1, window_samples, device=device)
+    example = example_inputs(model, 2, window_samples, device)
     with quiet_torchscript(), torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
         frozen = torch.jit.freeze(traced.eval())
         if optimize:
             frozen = torch.jit.optimize_for_inference(frozen)
+    if condition_bands(model):
+        frozen.condition_bands = condition_bands(model)  # tracing drops Python attributes
     return frozen
 
 
@@ -92,7 +109,7 @@ def export_torchscript(model: nn.Module, path: str | Path, window_samples: int,
     path.parent.mkdir(parents=True, exist_ok=True)
     scripted = to_torchscript(model, window_samples, optimize)
     meta = {"window_samples": int(window_samples), "sample_rate": int(sample_rate),
-            "card": getattr(model, "card", None)}
+            "condition_bands": condition_bands(model), "card": getattr(model, "card", None)}
     with quiet_torchscript():
         torch.jit.save(scripted, str(path),
                        _extra_files={"rtbwe.json": json.dumps(meta, default=str)})
@@ -109,6 +126,8 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu"
     except (RuntimeError, ValueError, OSError) as err:
         raise ValueError(f"cannot load TorchScript file {path}: {err}") from None
     meta = json.loads(extra["rtbwe.json"] or "{}")
+    if meta.get("condition_bands"):
+        module.condition_bands = int(meta["condition_bands"])
     return module, meta
 
 
@@ -119,9 +138,12 @@ class _CudaGraphRunner:
     def __init__(self, model: nn.Module, window_samples: int, device: torch.device):
         self.model, self.window_samples, self.device = model, window_samples, device
         self.stream = torch.cuda.Stream(device)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.bands = condition_bands(model)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...],
+                                     torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.host_in = torch.empty(0)
+        self.host_cond = torch.empty(0)
         self.host_out = torch.empty(0)
 
     @staticmethod
@@ -132,29 +154,35 @@ class _CudaGraphRunner:
         size = self.bucket(rows)
         if size in self.graphs:
             return
-        static_in = torch.zeros(size, 1, self.window_samples, device=self.device)
+        static = example_inputs(self.model, size, self.window_samples, self.device)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.inference_mode():
             with torch.cuda.stream(self.stream):
                 for _ in range(3):  # warm-up on the capture stream (cuDNN/cuBLAS handles)
-                    self.model(static_in)
+                    self.model(*static)
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                static_out = self.model(static_in)
-        self.graphs[size] = (graph, static_in, static_out)
+                static_out = self.model(*static)
+        self.graphs[size] = (graph, static, static_out)
         if self.host_in.shape[0] < size:  # pinned host staging, grown outside the hot path
             self.host_in = torch.zeros(size, self.window_samples).pin_memory()
+            self.host_cond = torch.zeros(size, self.bands).pin_memory()
             self.host_out = torch.zeros(size, self.window_samples).pin_memory()
 
-    def run(self, frames: np.ndarray, rows: int, out: np.ndarray) -> None:
+    def run(self, frames: np.ndarray, rows: int, out: np.ndarray,
+            conditions: np.ndarray | None) -> None:
         self.capture(rows)
-        graph, static_in, static_out = self.graphs[self.bucket(rows)]
+        graph, static, static_out = self.graphs[self.bucket(rows)]
+        static_in = static[0]
         host_in = self.host_in.numpy()
         host_in[:rows] = frames[:rows]
         static_in[:rows, 0].copy_(self.host_in[:rows], non_blocking=True)
         if static_in.shape[0] > rows:
             static_in[rows:].zero_()
+        if conditions is not None:
+            self.host_cond.numpy()[:rows] = conditions[:rows]
+            static[1][:rows].copy_(self.host_cond[:rows], non_blocking=True)
         graph.replay()
         self.host_out[:rows].copy_(static_out[:rows, 0], non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
@@ -165,7 +193,9 @@ class InferenceEngine:
     """Runs ``model`` on batches of windows ``(rows, window_samples)`` float32 -> same shape.
 
     Args:
-        model: any ``nn.Module`` mapping ``(batch, 1, n) -> (batch, 1, n)``; put in eval mode.
+        model: any ``nn.Module`` mapping ``(batch, 1, n) -> (batch, 1, n)``, or, with a
+            ``condition_bands`` attribute, ``(x, condition (batch, bands)) -> (batch, 1, n)``;
+            put in eval mode.
         window_samples: the fixed window length every batch has.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
@@ -185,6 +215,7 @@ class InferenceEngine:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
             torch.set_num_threads(int(num_threads))
         self.model = model.eval().to(self.device)
+        self.condition_bands = condition_bands(model)
         self._graphs: _CudaGraphRunner | None = None
         if self.backend == "torchscript":
             if isinstance(model, torch.jit.ScriptModule):
@@ -199,10 +230,10 @@ class InferenceEngine:
 
     def check_model(self) -> None:
         """Run one window of zeros; raise ValueError if the model changes the shape."""
-        probe = torch.zeros(1, 1, self.window_samples, device=self.device)
+        probe = example_inputs(self.model, 1, self.window_samples, self.device)
         with torch.inference_mode(), quiet_torchscript():
-            result = self._module(probe)
-        if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(probe.shape):
+            result = self._module(*probe)
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(probe[0].shape):
             shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result)
             raise ValueError(f"the model must map (batch, 1, samples) -> (batch, 1, samples); "
                              f"it turned (1, 1, {self.window_samples}) into {shape}")
@@ -210,26 +241,39 @@ class InferenceEngine:
     def warm_up(self, rows: int = 1) -> None:
         """Run (and, for cuda-graph, capture) a batch of ``rows`` windows once."""
         frames = np.zeros((rows, self.window_samples), np.float32)
-        self.run(frames, rows, frames)
+        conditions = np.zeros((rows, self.condition_bands), np.float32)
+        self.run(frames, rows, frames, conditions if self.condition_bands else None)
 
-    def run(self, frames: np.ndarray, rows: int, out: np.ndarray) -> None:
+    def run(self, frames: np.ndarray, rows: int, out: np.ndarray,
+            conditions: np.ndarray | None = None) -> None:
         """Model on ``frames[:rows]`` (rows, window_samples) float32 -> ``out[:rows]``.
 
         ``frames`` and ``out`` may be the same array. The batch runs as one call.
+        ``conditions`` (rows, condition_bands) float32: required by a conditioned model,
+        refused by any other.
         """
         if rows == 0:
             return
         if frames.shape[1] != self.window_samples or out.shape[1] != self.window_samples:
             raise ValueError(f"engine expects windows of {self.window_samples} samples, got "
                              f"{frames.shape[1]}")
+        if (conditions is None) != (self.condition_bands == 0):
+            raise ValueError(f"this model takes {self.condition_bands} condition bands per "
+                             f"window but conditions={'None' if conditions is None else 'given'}")
+        if conditions is not None and (conditions.shape[1] != self.condition_bands
+                                       or conditions.shape[0] < rows):
+            raise ValueError(f"conditions must be (rows={rows}, {self.condition_bands}), got "
+                             f"{conditions.shape}")
         if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
             torch.set_num_threads(self.num_threads)
         if self._graphs is not None:
-            self._graphs.run(frames, rows, out)
+            self._graphs.run(frames, rows, out, conditions)
             return
-        batch = torch.from_numpy(frames[:rows]).view(rows, 1, self.window_samples)
+        inputs = [torch.from_numpy(frames[:rows]).view(rows, 1, self.window_samples)]
+        if conditions is not None:
+            inputs.append(torch.from_numpy(conditions[:rows]))
         with torch.inference_mode():
             if self.device.type != "cpu":
-                batch = batch.to(self.device, non_blocking=True)
-            result = self._module(batch)
+                inputs = [t.to(self.device, non_blocking=True) for t in inputs]
+            result = self._module(*inputs)
             torch.from_numpy(out[:rows]).copy_(result.view(rows, self.window_samples))

@@ -23,6 +23,8 @@ Two ways to use it:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from scipy import signal
@@ -81,6 +83,9 @@ class PassbandLock(nn.Module):
         card = getattr(model, "card", None)
         if isinstance(card, dict):
             self.card = {**card, "keep_below_hz": float(keep_below_hz)}
+        self.condition_bands = int(getattr(model, "condition_bands", 0) or 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.highpass(self.model(x) - x)
+    def forward(self, x: torch.Tensor, condition: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (batch, 1, samples), and a condition (batch, bands) if the model takes one."""
+        y = self.model(x) if condition is None else self.model(x, condition)
+        return x + self.highpass(y - x)

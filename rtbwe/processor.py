@@ -25,7 +25,7 @@ from torch import nn
 
 from . import kernels
 from .engine import InferenceEngine, load_torchscript
-from .streaming import ProcessorStats, StreamState, process_offline
+from .streaming import ProcessorStats, StreamState, make_tracker, process_offline
 
 # Defaults chosen by measurement (benchmarks/test_window.py, test_streaming.py; numbers in
 # benchmarks/README.md): 1024 / 512 samples at 48 kHz instead of the paper's 960 / 480.
@@ -195,11 +195,16 @@ class BandwidthExtender:
         """Allocate streaming buffers for ``channels`` and blocks up to ``block_samples`` now,
         so the first audio callback does not (optional)."""
         if self._stream is None or self._stream.channels != channels:
-            self._stream = StreamState(channels, self.window, self.hop_samples, block_samples)
+            self._stream = self._new_stream(channels, block_samples)
         elif block_samples > self._stream.capacity:
             self._stream._allocate(block_samples)
         frames = (block_samples - 1) // self.hop_samples + 1
         self.engine.warm_up(rows=channels * frames)
+
+    def _new_stream(self, channels: int, block_samples: int) -> StreamState:
+        tracker = make_tracker(self.engine, channels, self.sample_rate, self.window_samples,
+                               self.hop_samples)
+        return StreamState(channels, self.window, self.hop_samples, block_samples, tracker)
 
     def _check_rate(self, sample_rate: float) -> None:
         if sample_rate != self.sample_rate:
@@ -231,10 +236,11 @@ class BandwidthExtender:
                                  "clean it first (e.g. np.nan_to_num) or stream it with "
                                  "reset=False, which replaces such samples with zeros")
             out = (process_offline(audio, self.engine, self.window, self.hop_samples,
-                                   buffer_size, self._stats) if n else audio.copy())
+                                   buffer_size, self._stats, self.sample_rate)
+                   if n else audio.copy())
         else:
             if self._stream is None or (self._fresh and self._stream.channels != channels):
-                self._stream = StreamState(channels, self.window, self.hop_samples, n)
+                self._stream = self._new_stream(channels, n)
             elif self._stream.channels != channels:
                 raise ValueError(f"this stream has {self._stream.channels} channel(s) but the "
                                  f"block has {channels}; call reset() or pass reset=True "

@@ -1,5 +1,10 @@
 """The windowed data path: framing kernel -> engine (one batch) -> overlap-add kernel.
 
+A conditioned model (:mod:`rtbwe.conditioning`) adds one step between framing and the
+engine: a :class:`~rtbwe.conditioning.SpectrumTracker` turns each input window, in time
+order, into that window's condition (the long-term spectrum so far), so streaming and
+offline still see the same windows and the same conditions.
+
 Both forms below compute the same signal ``y``, so streaming output equals offline output
 shifted by the latency, for any block partition.
 
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
+from .conditioning import NUM_BANDS, SpectrumTracker
 from .engine import InferenceEngine
 
 
@@ -51,16 +57,28 @@ class ProcessorStats:
 
 
 def run_batch(engine: InferenceEngine, frames: np.ndarray, rows: int,
-              stats: ProcessorStats) -> None:
+              stats: ProcessorStats, conditions: np.ndarray | None = None) -> None:
     """Network on ``frames[:rows]`` in place; non-finite outputs become 0 and are counted."""
     started = time.perf_counter()
-    engine.run(frames, rows, frames)
+    engine.run(frames, rows, frames, conditions)
     stats.count_batch(rows, time.perf_counter() - started)
     stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
 
 
+def make_tracker(engine: InferenceEngine, channels: int, sample_rate: int,
+                 window_samples: int, hop_samples: int) -> SpectrumTracker | None:
+    """A fresh tracker if the engine's model takes conditions, else None."""
+    if not engine.condition_bands:
+        return None
+    if engine.condition_bands != NUM_BANDS:
+        raise ValueError(f"the model takes {engine.condition_bands} condition bands; this "
+                         f"version of rtbwe.conditioning makes {NUM_BANDS}")
+    return SpectrumTracker(channels, sample_rate, window_samples, hop_samples)
+
+
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
-                    hop_samples: int, buffer_size: int, stats: ProcessorStats) -> np.ndarray:
+                    hop_samples: int, buffer_size: int, stats: ProcessorStats,
+                    sample_rate: int = 48000) -> np.ndarray:
     """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
 
     Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
@@ -76,11 +94,15 @@ def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarr
     weight_sum = np.zeros(padded_samples, np.float32)
     group = max(1, buffer_size // hop_samples)
     frames = np.empty((channels * min(group, num_frames), window_samples), np.float32)
+    tracker = make_tracker(engine, channels, sample_rate, window_samples, hop_samples)
+    conditions = np.empty((frames.shape[0], NUM_BANDS), np.float32) if tracker else None
     for first in range(0, num_frames, group):
         count = min(group, num_frames - first)
         start = first * hop_samples
         kernels.frame_signal(padded, start, hop_samples, count, frames)
-        run_batch(engine, frames, channels * count, stats)
+        if tracker is not None:
+            tracker.update(frames, count, conditions)
+        run_batch(engine, frames, channels * count, stats, conditions)
         kernels.overlap_add(frames, count, window, hop_samples, acc, weight_sum, start)
     out = np.empty((channels, n), np.float32)
     kernels.normalise(acc, weight_sum, context, n, out, 0)
@@ -95,8 +117,9 @@ class StreamState:
     """
 
     def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
-                 block_samples: int = 8192):
+                 block_samples: int = 8192, tracker: SpectrumTracker | None = None):
         self.channels = channels
+        self.tracker = tracker
         self.window = window
         self.window_samples = window.shape[0]
         self.hop_samples = hop_samples
@@ -113,6 +136,8 @@ class StreamState:
         old = self.__dict__.copy() if self.capacity else None
         self.inbuf = np.zeros((c, w - 1 + block_samples), np.float32)
         self.frames = np.zeros((c * max_frames, w), np.float32)
+        self.conditions = (np.zeros((c * max_frames, NUM_BANDS), np.float32)
+                           if self.tracker is not None else None)
         self.acc = np.zeros((c, (max_frames - 1) * h + w), np.float32)
         self.weight_sum = np.zeros((max_frames - 1) * h + w, np.float32)
         self.outbuf = np.zeros((c, self.latency_samples + max_frames * h + block_samples),
@@ -132,6 +157,8 @@ class StreamState:
         self.in_fill = self.context_samples  # the W - H zeros before x[0]
         self.out_fill = self.latency_samples
         self.discard = self.context_samples  # y[-(W-H):0] is finished first and dropped
+        if self.tracker is not None:
+            self.tracker.clear()
 
     def process(self, block: np.ndarray, engine: InferenceEngine,
                 stats: ProcessorStats) -> np.ndarray:
@@ -145,8 +172,10 @@ class StreamState:
             block, self.inbuf, self.in_fill, self.hop_samples, self.frames)
         stats.nonfinite_input_samples += replaced
         if num_frames:
+            if self.tracker is not None:
+                self.tracker.update(self.frames, num_frames, self.conditions)
             started = time.perf_counter()
-            engine.run(self.frames, self.channels * num_frames, self.frames)
+            engine.run(self.frames, self.channels * num_frames, self.frames, self.conditions)
             stats.count_batch(self.channels * num_frames, time.perf_counter() - started)
             skip = min(self.discard, num_frames * self.hop_samples)  # y before t = 0
             self.discard -= skip

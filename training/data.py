@@ -259,15 +259,18 @@ class TrackSpectra:
         return self.gains[key]
 
     def condition(self, index: int, end_sample: int, spec: filters.FilterSpec, cutoff_hz: float,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, history_frames: int | None = None) -> np.ndarray:
         """(NUM_BANDS,) condition of track ``index`` filtered by ``spec``, as the stream's
         tracker has it at ``end_sample``: half the time after all the history there is (up
         to ``MAX_HISTORY_S``), half after a uniform random number of frames (a stream that
-        has just started)."""
+        has just started). ``history_frames`` fixes the history instead."""
         powers = self.powers[index]
         last = min(max((end_sample - self.window_samples) // self.hop_samples, 0), len(powers) - 1)
         longest = min(last + 1, int(self.MAX_HISTORY_S * self.sample_rate / self.hop_samples))
-        history = longest if rng.random() < 0.5 else int(rng.integers(1, longest + 1))
+        if history_frames is not None:
+            history = min(int(history_frames), longest)
+        else:
+            history = longest if rng.random() < 0.5 else int(rng.integers(1, longest + 1))
         weights = self.decay ** np.arange(history - 1, -1, -1, dtype=np.float64)
         mean = weights @ powers[last - history + 1:last + 1] / weights.sum()
         band_power = conditioning.filtered_band_power(mean, self.gain(spec, cutoff_hz),

@@ -68,9 +68,15 @@ def system_runner(model: torch.nn.Module | None, sample_rate: int, whole: bool =
         model = PassbandLock(model, sample_rate, keep_below_hz)
     model = model.eval()
     if whole:
+        from rtbwe.conditioning import clip_condition
+        from rtbwe.engine import condition_bands
+
         def run_whole(x: np.ndarray) -> np.ndarray:
+            inputs = [torch.from_numpy(x)[None, None]]
+            if condition_bands(model):  # the whole clip's spectrum
+                inputs.append(torch.from_numpy(clip_condition(x, sample_rate))[None])
             with torch.inference_mode():
-                return model(torch.from_numpy(x)[None, None])[0, 0].numpy()
+                return model(*inputs)[0, 0].numpy()
         return run_whole
     from rtbwe.processor import BandwidthExtender
 

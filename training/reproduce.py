@@ -296,7 +296,8 @@ def evaluate_system(system: System, settings: ReproduceSettings, clips: list[np.
     run_dir.mkdir(parents=True, exist_ok=True)
     model = None if system.model is None else load_model(run_dir / "best.json")
     if model is not None and settings.whole:
-        batch_run = model_runner(model, pick_device(settings.device))
+        batch_run = model_runner(model, pick_device(settings.device),
+                                 sample_rate=settings.sample_rate)
         run = lambda x: batch_run(x[None])[0]  # noqa: E731  (samples,) -> (samples,)
     else:
         run = system_runner(model, settings.sample_rate)
