@@ -55,11 +55,8 @@ def test_streaming(benchmark, record, model, backend, threads, block, window, ho
            hop_samples=bwe.hop_samples)
 
 
-@pytest.mark.parametrize("backend", ["eager", "torchscript"])
-@pytest.mark.parametrize("keep_below_hz", [None, 4500.0], ids=["plain", "keep4500"])
-def test_passband_lock_cost(benchmark, record, backend, keep_below_hz):
-    """What keep_below_hz (a 255-tap FIR on each window's residual) costs per call."""
-    bwe = build_extender("arunet-small", backend, 1, keep_below_hz=keep_below_hz)
+def _time_mono_hops(benchmark, record, bwe):
+    """Time ``bwe`` on mono 512-sample streaming blocks of noise for ``SECONDS``."""
     rng = np.random.default_rng(2)
     blocks = itertools.cycle([np.ascontiguousarray(0.1 * rng.standard_normal((1, 512)),
                                                    dtype=np.float32) for _ in range(16)])
@@ -70,6 +67,23 @@ def test_passband_lock_cost(benchmark, record, backend, keep_below_hz):
     record(p50_ms=1e3 * float(np.percentile(times, 50)),
            p99_ms=1e3 * float(np.percentile(times, 99)),
            rt_factor=float(times.sum() / (len(times) * 512 / RATE)), latency_ms=bwe.latency_ms)
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+@pytest.mark.parametrize("keep_below_hz", [None, 4500.0], ids=["plain", "keep4500"])
+def test_passband_lock_cost(benchmark, record, backend, keep_below_hz):
+    """What keep_below_hz (a 255-tap FIR on each window's residual) costs per call."""
+    bwe = build_extender("arunet-small", backend, 1, keep_below_hz=keep_below_hz)
+    _time_mono_hops(benchmark, record, bwe)
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+@pytest.mark.parametrize("model", ["arunet-small", "arunet-small-cond"])
+def test_conditioning_cost(benchmark, record, backend, model):
+    """What the long-term-spectrum condition costs per call: the tracker's FFT of each
+    window plus the FiLM MLP (arunet-small-cond) against the plain network."""
+    bwe = build_extender(model, backend, 1)
+    _time_mono_hops(benchmark, record, bwe)
 
 
 def test_stereo_arunet_small(benchmark, record):

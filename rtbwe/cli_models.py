@@ -8,7 +8,7 @@ def list_models(args: argparse.Namespace) -> int:
     from . import models
 
     names = args.names or models.names()
-    print(f"{'name':14s} {'params':>12s} {'RF samples':>11s} {'RF ms':>8s} {'GMAC/s':>9s}  summary")
+    print(f"{'name':18s} {'params':>12s} {'RF samples':>11s} {'RF ms':>8s} {'GMAC/s':>9s}  summary")
     for name in names:
         net = models.build(name)
         if args.fast:
@@ -16,7 +16,7 @@ def list_models(args: argparse.Namespace) -> int:
                     "receptive_field_ms": 0.0, "gmacs_per_second": 0.0}
         else:
             info = models.describe(net, args.sample_rate)
-        print(f"{name:14s} {info['parameters']:12,d} {info['receptive_field_samples']:11d} "
+        print(f"{name:18s} {info['parameters']:12,d} {info['receptive_field_samples']:11d} "
               f"{info['receptive_field_ms']:8.1f} {info['gmacs_per_second']:9.2f}  "
               f"{models.summary(name)}")
     return 0

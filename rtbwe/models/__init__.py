@@ -83,6 +83,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, with a zero condition for a conditioned model (the condition is one
+    long-term vector per window, so it does not enter the receptive field or the MACs of
+    the waveform path)."""
+    bands = int(getattr(model, "condition_bands", 0) or 0)
+    return model(x, x.new_zeros(x.shape[0], bands)) if bands else model(x)
+
+
 def _eval_copy_state(model: nn.Module) -> Callable[[], None]:
     was_training = model.training
     model.eval()
@@ -106,7 +114,7 @@ def receptive_field(model: nn.Module, probe_samples: int = 16384) -> int:
     try:
         multiple = getattr(model, "multiple", 1)
         x = torch.randn(1, 1, probe_samples, requires_grad=True)
-        y = model(x)
+        y = call(model, x)
         centre = probe_samples // 2
         y[..., centre:centre + multiple].sum().backward()
         nonzero = torch.nonzero(x.grad[0, 0].abs() > 0).flatten()
@@ -133,7 +141,7 @@ def macs_per_second(model: nn.Module, sample_rate: int = 48000) -> float:
     restore = _eval_copy_state(model)
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 1, sample_rate))
+            call(model, torch.zeros(1, 1, sample_rate))
     finally:
         restore()
         for h in handles:
