@@ -66,11 +66,16 @@ def _reference_bands() -> np.ndarray:
 REFERENCE_BANDS = _reference_bands()
 
 
+@lru_cache(maxsize=16)
+def _hann(window_samples: int) -> np.ndarray:
+    return np.hanning(window_samples)
+
+
 def bin_power(frames: np.ndarray, sample_rate: int) -> np.ndarray:
     """Hann-windowed power of the banded bins: frames (rows, window) -> (rows, bins) float64."""
     window_samples = frames.shape[-1]
     first, last, _ = band_bins(sample_rate, window_samples)
-    spectrum = np.fft.rfft(frames * np.hanning(window_samples), axis=-1)[..., first:last]
+    spectrum = np.fft.rfft(frames * _hann(window_samples), axis=-1)[..., first:last]
     return spectrum.real ** 2 + spectrum.imag ** 2
 
 

@@ -20,8 +20,10 @@ from torch import nn
 from . import models
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-# Registry of shipped weights: name -> stem inside WEIGHTS_DIR.
-SHIPPED = {"default": "arunet-small-6k"}
+# Registry of shipped weights: name -> stem inside WEIGHTS_DIR. The default sees the input's
+# long-term spectrum (rtbwe.conditioning); arunet-small-6k is the paper's recipe without it.
+SHIPPED = {"default": "arunet-small-cond-6k", "arunet-small-cond-6k": "arunet-small-cond-6k",
+           "arunet-small-6k": "arunet-small-6k"}
 
 
 class ModelLoadingError(RuntimeError):
@@ -62,8 +64,9 @@ def resolve(name_or_path: str | Path) -> Path:
     if key in SHIPPED:
         card = WEIGHTS_DIR / f"{SHIPPED[key]}.json"
         if not card.exists():
+            what = "no default model yet" if key == "default" else f"no shipped model {key!r}"
             raise ModelLoadingError(
-                f"no default model yet: {card} is not in this install. Train one with "
+                f"{what}: {card} is not in this install. Train one with "
                 "`rtbwe-train fit` or pass model=<path to .json/.safetensors>.")
         return card
     path = Path(key)

@@ -144,19 +144,15 @@ class FiLM(nn.Module):
 
     def forward(self, condition: torch.Tensor) -> list[torch.Tensor]:
         """(batch, condition_dim) -> per site a (batch, 2, channels, 1) (scale, shift) pair."""
-        params = self.net(condition)
-        out = []
-        start = 0
-        for channels in self.site_channels:
-            chunk = params[:, start:start + 2 * channels]
-            out.append(chunk.reshape(-1, 2, channels, 1))
-            start += 2 * channels
-        return out
+        params = self.net(condition).unsqueeze(-1)  # (batch, 2 * sum(channels), 1)
+        sizes = [2 * c for c in self.site_channels]
+        return [p.view(p.shape[0], 2, -1, 1) for p in torch.split(params, sizes, dim=1)]
 
 
 def modulate(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """x (batch, channels, time) with a FiLM pair (batch, 2, channels, 1)."""
-    return x * (1.0 + params[:, 0]) + params[:, 1]
+    """x (batch, channels, time) with a FiLM pair (batch, 2, channels, 1):
+    ``x * (1 + scale) + shift``."""
+    return torch.addcmul(params[:, 1], x, params[:, 0] + 1.0)
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
