@@ -72,7 +72,7 @@ def test_condition_tells_butterworth_from_chebyshev_at_the_knee():
     assert np.mean(cheby[knee] - butter[knee]) * scale > 1.5  # Butterworth already droops
 
 
-def test_training_shortcut_matches_the_filtered_signal(tmp_path):
+def test_training_shortcut_matches_the_filtered_signal():
     """Clean frame powers x the filter's response = the filtered signal's frame powers."""
     x = _music(4.0, seed=3)
     pool = AudioPool([x], ["m"], SR)
