@@ -228,7 +228,8 @@ class PairSampler:
 class TrackSpectra:
     """Clean per-bin frame powers of every track, to draw conditions (:mod:`rtbwe.conditioning`)
     for filtered segments without filtering seconds of audio: the filtered signal's frame
-    powers are the clean ones times the filter's power response (checked in the tests)."""
+    powers are the clean ones times the filter's power response (checked in the tests).
+    Memory: 214 float32 bins per 512-sample hop, about 0.4 x the decoded audio's."""
 
     MAX_HISTORY_S = 20.0
 
