@@ -34,6 +34,7 @@ FLOOR_DB = -90.0
 CEILING_DB = 20.0
 SCALE_DB = 30.0
 TIME_CONSTANT_S = 4.0
+MAX_SAMPLE = 8.0  # the tracker clips samples to +-8 (18 dB over full scale)
 NUM_BANDS = int(round((BAND_HIGH_HZ - BAND_LOW_HZ) / BAND_WIDTH_HZ))  # 40
 
 
@@ -131,7 +132,9 @@ class SpectrumTracker:
         """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
         rows in the same order, (channels * num_frames, NUM_BANDS) float32."""
         rows = self.channels * num_frames
-        power = pool_bands(bin_power(frames[:rows], self.sample_rate), self.sample_rate,
+        # a glitch far over full scale must not own the average for minutes
+        clipped = np.clip(frames[:rows], -MAX_SAMPLE, MAX_SAMPLE)
+        power = pool_bands(bin_power(clipped, self.sample_rate), self.sample_rate,
                            self.window_samples).reshape(self.channels, num_frames, NUM_BANDS)
         averaged = np.empty_like(power)
         for f in range(num_frames):

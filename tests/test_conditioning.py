@@ -212,3 +212,22 @@ def test_conditioned_training_run_and_warm_start(tmp_path):
     assert model.condition_bands == conditioning.NUM_BANDS
     out = BandwidthExtender(model, device="cpu").process(_music(0.5), SR)
     assert out.shape == (SR // 2,) and np.isfinite(out).all()
+
+
+def test_stream_survives_bad_audio_with_conditions(cond_net):
+    """NaN, Inf and huge samples in a live stream: no exception, finite output, and the
+    tracker recovers (the condition after the bad block is finite)."""
+    bwe = BandwidthExtender(cond_net, SR, device="cpu")
+    good = _music(0.5, seed=8)[None]
+    bad = good.copy()
+    bad[0, 100:200] = np.nan
+    bad[0, 300] = np.inf
+    bad[0, 400:410] = 1e30
+    for block in (good, bad, good, good):
+        out = bwe.process(block, SR, reset=False)
+        assert out.shape == block.shape and np.isfinite(out).all()
+    assert bwe.stats.nonfinite_input_samples == 101
+    tracker = bwe._stream.tracker
+    assert np.isfinite(tracker.sums).all() and np.isfinite(bwe._stream.conditions).all()
+    # the 1e30 burst is clipped before it enters the average (unclipped: ~1e63)
+    assert tracker.sums.max() < 1e9
