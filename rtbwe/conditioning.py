@@ -38,6 +38,12 @@ MAX_SAMPLE = 8.0  # the tracker clips samples to +-8 (18 dB over full scale)
 NUM_BANDS = int(round((BAND_HIGH_HZ - BAND_LOW_HZ) / BAND_WIDTH_HZ))  # 40
 
 
+def condition_bands(model: object) -> int:
+    """Length of the condition vector ``model`` takes next to its input; 0 for a plain model
+    (any object: an ``nn.Module``, a wrapper or a loaded TorchScript module)."""
+    return int(getattr(model, "condition_bands", 0) or 0)
+
+
 def band_edges_hz() -> np.ndarray:
     """(NUM_BANDS + 1,) band edges in Hz."""
     return BAND_LOW_HZ + BAND_WIDTH_HZ * np.arange(NUM_BANDS + 1)
@@ -145,16 +151,29 @@ class SpectrumTracker:
         out[:rows] = to_condition(averaged).reshape(rows, NUM_BANDS)
 
 
+def signal_bin_power(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,
+                     hop_samples: int = 512, chunk_frames: int = 4096) -> np.ndarray:
+    """Banded bin powers of every frame of a whole signal: (samples,) -> (frames, bins)
+    float32 (frame k = samples [k * hop, k * hop + window); a short signal is zero-padded
+    to one frame). Computed ``chunk_frames`` frames at a time to bound memory."""
+    audio = np.asarray(audio)
+    if audio.shape[-1] < window_samples:
+        audio = np.pad(audio, (0, window_samples - audio.shape[-1]))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, window_samples)[::hop_samples]
+    out = np.empty((len(frames), len(bin_frequencies_hz(sample_rate, window_samples))),
+                   np.float32)
+    for i in range(0, len(frames), chunk_frames):
+        out[i:i + chunk_frames] = bin_power(frames[i:i + chunk_frames], sample_rate)
+    return out
+
+
 def clip_condition(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,
                    hop_samples: int = 512) -> np.ndarray:
     """One condition for a whole clip (samples,) -> (NUM_BANDS,): the plain mean of its
     frame powers (the offline ideal, used for whole-clip inference and validation)."""
-    audio = np.asarray(audio, np.float64)
-    if audio.shape[-1] < window_samples:
-        audio = np.pad(audio, (0, window_samples - audio.shape[-1]))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, window_samples)[::hop_samples]
-    power = pool_bands(bin_power(frames, sample_rate), sample_rate, window_samples)
-    return to_condition(power.mean(axis=0))
+    power = signal_bin_power(audio, sample_rate, window_samples, hop_samples)
+    mean = power.mean(axis=0, dtype=np.float64)
+    return to_condition(pool_bands(mean, sample_rate, window_samples))
 
 
 def filtered_band_power(clean_bin_power: np.ndarray, gain: np.ndarray, sample_rate: int,

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .conditioning import condition_bands
+
 BACKENDS = ("auto", "eager", "torchscript", "cuda-graph")
 
 
@@ -69,11 +71,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError("backend='cuda-graph' needs a CUDA device; pass device='cuda' or use "
                          "backend='eager' / 'torchscript' on CPU")
     return backend
-
-
-def condition_bands(model: nn.Module) -> int:
-    """Length of the conditioning vector ``model`` takes next to its input; 0 for none."""
-    return int(getattr(model, "condition_bands", 0) or 0)
 
 
 def example_inputs(model: nn.Module, rows: int, window_samples: int,

@@ -30,6 +30,8 @@ import torch
 from scipy import signal
 from torch import nn
 
+from .conditioning import condition_bands
+
 DEFAULT_TAPS = 255  # about 0.5 kHz transition at 48 kHz with Kaiser beta 8 (-80 dB stopband)
 KAISER_BETA = 8.0
 
@@ -83,7 +85,7 @@ class PassbandLock(nn.Module):
         card = getattr(model, "card", None)
         if isinstance(card, dict):
             self.card = {**card, "keep_below_hz": float(keep_below_hz)}
-        self.condition_bands = int(getattr(model, "condition_bands", 0) or 0)
+        self.condition_bands = condition_bands(model)
 
     def forward(self, x: torch.Tensor, condition: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (batch, 1, samples), and a condition (batch, bands) if the model takes one."""

@@ -238,18 +238,10 @@ class TrackSpectra:
         self.hop_samples = hop_samples
         self.decay = conditioning.decay_per_frame(pool.sample_rate, hop_samples)
         self.freqs_hz = conditioning.bin_frequencies_hz(pool.sample_rate, window_samples)
-        self.powers = [self._frame_powers(t) for t in pool.tracks]  # each (frames, bins)
+        self.powers = [conditioning.signal_bin_power(t, pool.sample_rate, window_samples,
+                                                     hop_samples)
+                       for t in pool.tracks]  # each (frames, bins)
         self.gains: dict[tuple[str, float], np.ndarray] = {}
-
-    def _frame_powers(self, track: np.ndarray) -> np.ndarray:
-        if len(track) < self.window_samples:
-            track = np.pad(track, (0, self.window_samples - len(track)))
-        frames = np.lib.stride_tricks.sliding_window_view(track, self.window_samples)
-        frames = frames[::self.hop_samples]
-        out = np.empty((len(frames), len(self.freqs_hz)), np.float32)
-        for i in range(0, len(frames), 4096):
-            out[i:i + 4096] = conditioning.bin_power(frames[i:i + 4096], self.sample_rate)
-        return out
 
     def gain(self, spec: filters.FilterSpec, cutoff_hz: float) -> np.ndarray:
         key = (str(spec), cutoff_hz)

@@ -67,17 +67,11 @@ def system_runner(model: torch.nn.Module | None, sample_rate: int, whole: bool =
 
         model = PassbandLock(model, sample_rate, keep_below_hz)
     model = model.eval()
-    if whole:
-        from rtbwe.conditioning import clip_condition
-        from rtbwe.engine import condition_bands
+    if whole:  # one network call per clip (a conditioned model gets the clip's spectrum)
+        from .trainer import model_runner
 
-        def run_whole(x: np.ndarray) -> np.ndarray:
-            inputs = [torch.from_numpy(x)[None, None]]
-            if condition_bands(model):  # the whole clip's spectrum
-                inputs.append(torch.from_numpy(clip_condition(x, sample_rate))[None])
-            with torch.inference_mode():
-                return model(*inputs)[0, 0].numpy()
-        return run_whole
+        batch_run = model_runner(model, torch.device("cpu"), sample_rate=sample_rate)
+        return lambda x: batch_run(x[None])[0]
     from rtbwe.processor import BandwidthExtender
 
     bwe = BandwidthExtender(model=model, sample_rate=sample_rate)

@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from rtbwe import filters, metrics, models
+from rtbwe.conditioning import condition_bands
 from rtbwe.weights import save_model
 
 from .config import TrainConfig, dump_toml
@@ -91,11 +92,6 @@ class ValidationSet:
         return out
 
 
-def is_conditioned(model: torch.nn.Module) -> bool:
-    """True for models that take ``(x, condition)`` (:mod:`rtbwe.conditioning`)."""
-    return int(getattr(model, "condition_bands", 0)) > 0
-
-
 def model_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8,
                  sample_rate: int = 48000) -> Callable[[np.ndarray], np.ndarray]:
     """Whole-clip inference: (clips, samples) -> (clips, samples) in eval mode. A conditioned
@@ -110,7 +106,7 @@ def model_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8,
             for i in range(0, len(x), chunk):
                 clips = x[i:i + chunk]
                 batch = torch.from_numpy(np.ascontiguousarray(clips))[:, None].to(device)
-                if is_conditioned(model):
+                if condition_bands(model):
                     cond = np.stack([clip_condition(c, sample_rate) for c in clips])
                     y = model(batch, torch.from_numpy(cond).to(device))
                 else:
@@ -266,7 +262,7 @@ class Trainer:
         last_val: dict[str, float] = {}
         while self.step < self.cfg.steps and not self._stop:
             t0 = time.perf_counter()
-            if is_conditioned(self.model):
+            if condition_bands(self.model):
                 x, y, c = self.sampler.conditioned_batch(self.cfg.batch_size)
                 x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
                 loss = self.loss(self.model(x, torch.from_numpy(c).to(self.device)), y)

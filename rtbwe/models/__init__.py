@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..conditioning import condition_bands
 from .arunet import ARUNet, ConditionedARUNet, SMALL_KWARGS
 from .baselines import ResNet, UNet
 from .layers import pixel_shuffle_1d
@@ -87,7 +88,7 @@ def call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)``, with a zero condition for a conditioned model (the condition is one
     long-term vector per window, so it does not enter the receptive field or the MACs of
     the waveform path)."""
-    bands = int(getattr(model, "condition_bands", 0) or 0)
+    bands = condition_bands(model)
     return model(x, x.new_zeros(x.shape[0], bands)) if bands else model(x)
 
 

@@ -107,12 +107,13 @@ class ARUNet(FixedLengthWrapper):
                     batch_norm=False, dropout=dropout),
             PixelShuffle1d(2),
         )
-        up_ch = bottleneck_filters
-        self.decoders = nn.ModuleList()
-        for width, k in zip(reversed(filters), reversed(kernel_sizes)):
-            self.decoders.append(DecoderBlock(up_ch + width, width, k, batch_norm, dropout))
-            up_ch = width // 2
-        self.out = nn.Conv1d(up_ch, 1, 9, padding=4)
+        # channels after the bottleneck and after each decoder (ConditionedARUNet's FiLM sites)
+        self.level_channels = [bottleneck_filters] + [width // 2 for width in reversed(filters)]
+        self.decoders = nn.ModuleList(
+            DecoderBlock(up_ch + width, width, k, batch_norm, dropout)
+            for width, k, up_ch in zip(reversed(filters), reversed(kernel_sizes),
+                                       self.level_channels))
+        self.out = nn.Conv1d(self.level_channels[-1], 1, 9, padding=4)
         init_weights(self, init)
         if zero_init_output and global_residual:
             zero_output(self.out)
@@ -160,11 +161,8 @@ class ConditionedARUNet(ARUNet):
 
     def __init__(self, condition_bands: int = NUM_BANDS, film_hidden: int = 64, **kwargs):
         super().__init__(**kwargs)
-        filters = list(kwargs.get("filters", PAPER_FILTERS))
-        bottleneck = int(kwargs.get("bottleneck_filters", 512))
         self.condition_bands = int(condition_bands)
-        self.film = FiLM(self.condition_bands, [bottleneck] + [w // 2 for w in reversed(filters)],
-                         film_hidden)
+        self.film = FiLM(self.condition_bands, self.level_channels, film_hidden)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if condition.dim() != 2 or condition.shape[0] != x.shape[0] or \
