@@ -113,18 +113,51 @@ def export_torchscript(model: nn.Module, path: str | Path, window_samples: int,
     return path
 
 
-def load_torchscript(path: str | Path, device: str | torch.device = "cpu"
+TORCHSCRIPT_PROBE_TIMEOUT_S = 30.0
+
+
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu",
+                     probe_timeout_s: float | None = TORCHSCRIPT_PROBE_TIMEOUT_S
                      ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """Load a module written by :func:`export_torchscript`; returns (module, metadata)."""
+    """Load a module written by :func:`export_torchscript`; returns (module, metadata).
+
+    **A TorchScript file is code**: its ``forward`` can loop forever, allocate without
+    bound or read files. Load only ``.pt`` files you would run as a program; for weights
+    from elsewhere use the safetensors + JSON card format (:func:`rtbwe.load_model`), which
+    is data and is checked. What this function does check: the archive loads, its
+    ``rtbwe.json`` metadata is a JSON object of the right types, and one window of a probe
+    signal comes back finite, of the same shape, and not absurdly loud within
+    ``probe_timeout_s`` seconds (None: no bound). A probe that times out keeps running on a
+    daemon thread (Python cannot stop it), so a CLI should exit after this error. Every
+    failure raises :class:`rtbwe.ModelLoadingError`.
+    """
+    from .weights import ModelLoadingError, probe_model
+
     extra = {"rtbwe.json": ""}
     try:
         with quiet_torchscript():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as err:
-        raise ValueError(f"cannot load TorchScript file {path}: {err}") from None
-    meta = json.loads(extra["rtbwe.json"] or "{}")
+        raise ModelLoadingError(f"cannot load TorchScript file {path}: {err}") from None
+    try:
+        meta = json.loads(extra["rtbwe.json"] or "{}")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ModelLoadingError(f"TorchScript file {path}: rtbwe.json is not JSON: {err}"
+                                ) from None
+    if not isinstance(meta, dict):
+        raise ModelLoadingError(f"TorchScript file {path}: rtbwe.json must be a JSON object, "
+                                f"got {type(meta).__name__}")
+    for key, low, high in (("window_samples", 16, 1 << 16), ("sample_rate", 8000, 192000),
+                           ("condition_bands", 0, 1024)):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and low <= value <= high):
+            raise ModelLoadingError(f"TorchScript file {path}: rtbwe.json {key} must be a whole "
+                                    f"number in {low}..{high}, got {value!r}")
     if meta.get("condition_bands"):
         module.condition_bands = int(meta["condition_bands"])
+    window_samples = int(meta.get("window_samples") or 1024)
+    probe_model(module, window_samples, probe_timeout_s, what=f"TorchScript file {path}")
     return module, meta
 
 

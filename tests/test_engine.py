@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import rtbwe
 from rtbwe import engine
 from helpers import random_tiny
 
@@ -70,7 +71,7 @@ def test_torchscript_export_load_roundtrip(tiny, tmp_path):
         loaded = module(torch.from_numpy(frames)[:, None]).numpy()[:, 0]
     np.testing.assert_allclose(loaded, _eager(tiny, frames), atol=1e-5)
     (tmp_path / "bad.ts").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cannot load TorchScript"):
+    with pytest.raises(rtbwe.ModelLoadingError, match="cannot load TorchScript"):
         engine.load_torchscript(tmp_path / "bad.ts")
 
 

@@ -33,10 +33,15 @@ def test_corrupt_truncated_and_mismatched_files(tmp_path):
     weights = tmp_path / "tiny.safetensors"
     blob = weights.read_bytes()
     weights.write_bytes(blob[: len(blob) // 2])  # truncated
-    with pytest.raises(ModelLoadingError, match="sha256"):
+    with pytest.raises(ModelLoadingError, match="truncated"):
         load_model(card_path)
     with pytest.raises(ModelLoadingError, match="cannot read"):
         load_model(card_path, verify=False)
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1  # same size, other content
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(ModelLoadingError, match="sha256"):
+        load_model(card_path)
     weights.write_bytes(blob)
     card = json.loads(card_path.read_text())
     card["model_kwargs"]["filters"] = [8, 8, 8, 8, 8]  # does not fit the tensors
