@@ -13,10 +13,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .weights import ModelLoadingError, load_model, save_model  # noqa: E402
-
-# Heavier parts load on first use so `import rtbwe` stays fast.
+# Everything loads on first use, so `import rtbwe` (and `rtbwe --help`) does not import torch.
 _LAZY = {
+    "load_model": "rtbwe.weights",
+    "save_model": "rtbwe.weights",
+    "ModelLoadingError": "rtbwe.weights",
     "BandwidthExtender": "rtbwe.processor",
     "extend": "rtbwe.processor",
     "Chain": "rtbwe.chain",
@@ -27,7 +28,7 @@ _LAZY = {
     "metrics": "rtbwe.metrics",
 }
 
-__all__ = ["__version__", "load_model", "save_model", "ModelLoadingError", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,12 +2,16 @@
 
 Each sub-command lives in its own module with a ``register(subparsers)`` function that adds
 its parser and sets ``func``; this file only dispatches (demucs' ``separate.py`` split).
+Registering imports no torch, numba or pedalboard (each ``func`` imports what it needs), so
+``rtbwe --help`` and ``rtbwe --version`` answer in a fraction of a second.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from . import __version__
 
 # module -> the sub-commands it registers
 SUBCOMMAND_MODULES = [
@@ -21,6 +25,7 @@ SUBCOMMAND_MODULES = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtbwe", description="Real-time audio bandwidth "
                                      "extension: band-limited audio in, full-band 48 kHz out.")
+    parser.add_argument("--version", action="version", version=f"rtbwe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

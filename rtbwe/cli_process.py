@@ -1,8 +1,9 @@
-"""``rtbwe process IN OUT`` (extend a file) and ``rtbwe bench`` (the benchmark figures).
+"""``rtbwe process IN [IN ...] OUT`` (extend files) and ``rtbwe bench`` (the benchmark figures).
 
+Which paths are read and written, and how existing files stay safe, is :mod:`rtbwe.cli_files`.
 ``process`` reads wav/flac/ogg/mp3 at 8-192 kHz with ``pedalboard.io.AudioFile``, resamples
 to the model's rate with pedalboard's resampler (``resampled_to``), streams the audio through
-:class:`~rtbwe.processor.BandwidthExtender` block by block (constant memory, a progress bar)
+:class:`~rtbwe.processor.BandwidthExtender` block by block (constant memory, one tqdm bar over all files)
 and writes the model's rate (48 kHz) with the same duration: the first ``latency_samples`` of
 output are dropped and the stream is flushed with as many zeros, which equals the offline
 ``process(reset=True)`` result (tests/test_processor.py proves the equivalence).
@@ -10,42 +11,24 @@ output are dropped and the stream is flushed with as many zeros, which equals th
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from .cli_files import (DEFAULT_SUBTYPE, SUBTYPE_BITS, CliError, Job, atomic_output,
+                        plan_jobs, verify_input)
+
+__all__ = ["CliError", "extend_file", "open_input", "run_process", "register"]
+
 MIN_RATE, MAX_RATE = 8000, 192000
-PROGRESS_MIN_SECONDS = 5.0     # show a progress bar for inputs longer than this
+PROGRESS_MIN_SECONDS = 5.0     # show a progress bar when the audio to process is longer
 BLOCK_SECONDS = 1.0            # samples read, processed and written per step
-BIT_DEPTH = {".wav": 32, ".flac": 24, ".aiff": 24, ".aif": 24}  # float wav, 24-bit flac
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit status 1."""
-
-
-class Progress:
-    """A one-line text progress bar on stderr (no dependency)."""
-
-    def __init__(self, total: int, enabled: bool, width: int = 30):
-        self.total, self.enabled, self.width, self.shown = max(total, 1), enabled, width, -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        percent = min(100, int(100 * done / self.total))
-        if percent != self.shown:
-            filled = self.width * percent // 100
-            sys.stderr.write(f"\r[{'#' * filled}{'-' * (self.width - filled)}] {percent:3d}%")
-            sys.stderr.flush()
-            self.shown = percent
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+DEFAULT_THREADS = 1            # torch intra-op threads: robust under load (benchmarks/README.md)
 
 
 def open_input(path: Path):
@@ -64,36 +47,56 @@ def open_input(path: Path):
         reader.close()
         raise CliError(f"{path} is sampled at {reader.samplerate:g} Hz; rtbwe reads "
                        f"{MIN_RATE}-{MAX_RATE} Hz. Resample it first (e.g. with sox).")
+    if reader.frames == 0:
+        reader.close()
+        raise CliError(f"{path} holds no audio (0 frames); nothing to extend")
     return reader
 
 
-def extend_file(input_path: Path, output_path: Path, bwe, show_progress: bool | None = None
-                ) -> dict[str, float]:
-    """Extend ``input_path`` into ``output_path`` at ``bwe.sample_rate``; returns timings."""
+def input_seconds(path: Path) -> float:
+    """Duration the header of ``path`` announces (0 when it cannot be read: that file's own
+    error comes when it is processed)."""
+    try:
+        with open_input(path) as reader:
+            return reader.frames / reader.samplerate
+    except CliError:
+        return 0.0
+
+
+def open_writer(temporary: Path, output_path: Path, rate: int, channels: int,
+                subtype: str | None):
     from pedalboard.io import AudioFile
 
+    subtype = subtype or DEFAULT_SUBTYPE.get(output_path.suffix.lower())
+    kwargs = {"bit_depth": SUBTYPE_BITS[subtype]} if subtype else {}
+    try:
+        return AudioFile(str(temporary), "w", rate, channels, **kwargs)
+    except Exception as err:
+        raise CliError(f"cannot write {output_path}: {err}") from None
+
+
+def extend_file(input_path: Path, output_path: Path, bwe, progress=None,
+                subtype: str | None = None, overwrite: bool = False) -> dict[str, float]:
+    """Extend ``input_path`` into ``output_path`` at ``bwe.sample_rate``; returns timings.
+
+    ``output_path`` appears only when the whole file succeeded (:func:`atomic_output`);
+    ``progress.update(seconds)`` (a tqdm bar, or None) advances by the input audio read.
+    ``subtype`` is PCM_16, PCM_24 or FLOAT (default: FLOAT for wav, PCM_24 for flac/aiff).
+    Result keys: duration_s, compute_s, source_rate, rt_factor, samples, channels, peak.
+    """
     rate = bwe.sample_rate
     with open_input(input_path) as source:
         channels, source_rate = source.num_channels, source.samplerate
+        verify_input(input_path, source.frames, source_rate)
         reader = source.resampled_to(rate)
         total = int(round(source.frames * rate / source_rate))  # the same duration
         duration_s = total / rate
-        if show_progress is None:
-            show_progress = duration_s > PROGRESS_MIN_SECONDS
-        progress = Progress(total, show_progress)
         block = int(BLOCK_SECONDS * rate)
         skip = bwe.latency_samples  # output before this is priming silence
-        written, compute_s = 0, 0.0
+        written, compute_s, peak = 0, 0.0, 0.0
         bwe.reset()
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        writer_kwargs = {"bit_depth": BIT_DEPTH[output_path.suffix.lower()]} \
-            if output_path.suffix.lower() in BIT_DEPTH else {}
-        try:
-            writer = AudioFile(str(output_path), "w", rate, channels, **writer_kwargs)
-        except Exception as err:
-            raise CliError(f"cannot write {output_path}: {err}. Use a .wav, .flac, .ogg or "
-                           ".mp3 name in a writable folder.") from None
-        with writer:
+        with atomic_output(output_path, overwrite) as temporary, \
+                open_writer(temporary, output_path, rate, channels, subtype) as writer:
             position = 0
             while position < total + bwe.latency_samples:
                 if position < total:
@@ -105,10 +108,13 @@ def extend_file(input_path: Path, output_path: Path, bwe, show_progress: bool | 
                     if chunk.shape[1] == 0:
                         missing = total - position
                         if missing > rate // 100:  # the decoder found less than announced
-                            total = position
-                            continue
+                            raise CliError(f"{input_path} ends at {position / rate:.2f} s, "
+                                           f"before the {duration_s:.2f} s its header "
+                                           "announces")
                         # the resampler's rounding: pad the last few samples with silence
                         chunk = np.zeros((channels, missing), np.float32)
+                    if progress is not None:
+                        progress.update(chunk.shape[1] / rate)
                 else:  # flush the latency with zeros
                     chunk = np.zeros((channels, total + bwe.latency_samples - position),
                                      np.float32)
@@ -119,37 +125,111 @@ def extend_file(input_path: Path, output_path: Path, bwe, show_progress: bool | 
                 drop = min(skip, out.shape[1])
                 skip -= drop
                 keep = out[:, drop:][:, :max(0, total - written)]
+                if keep.size:
+                    peak = max(peak, float(np.abs(keep).max()))
                 writer.write(keep)
                 written += keep.shape[1]
-                progress.update(min(position, total))
-        progress.close()
     return {"duration_s": duration_s, "compute_s": compute_s, "source_rate": source_rate,
-            "rt_factor": compute_s / max(duration_s, 1e-9), "samples": written,
-            "channels": channels}
+            "rt_factor": compute_s / duration_s, "samples": written, "channels": channels,
+            "peak": peak}
+
+
+def output_warnings(result: dict[str, float], output_path: Path) -> list[str]:
+    """Hook for checks on a finished output (issue 13: clipping); lines to print as warnings.
+
+    ``result`` is :func:`extend_file`'s, with ``peak`` the largest absolute output sample.
+    """
+    return []
+
+
+def summary_line(job: Job, result: dict[str, float], bwe) -> str:
+    line = (f"{job.input_path}: {result['duration_s']:.2f} s at {result['source_rate']:g} Hz, "
+            f"{result['channels']} ch -> {job.output_path} at {bwe.sample_rate} Hz; compute "
+            f"{result['compute_s']:.2f} s, RT factor {result['rt_factor']:.3f} ({bwe.backend}, "
+            f"{bwe.device}, {bwe.engine.num_threads or 'torch default'} thread(s), latency "
+            f"{bwe.latency_ms:.1f} ms)")
+    bandwidth_hz = getattr(bwe, "input_bandwidth_hz", None)
+    if bandwidth_hz is not None:
+        line += f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
+    return line
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Make SIGTERM unwind like Ctrl-C, so the temporary output is removed (main thread only)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_extender(args: argparse.Namespace):
+    from .processor import BandwidthExtender
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        bwe = BandwidthExtender(args.model, device=args.device, backend=args.backend,
+                                num_threads=args.threads or DEFAULT_THREADS,
+                                keep_below_hz=args.keep_below_hz, **model_options(args))
+    for warning in caught:
+        print(f"rtbwe process: warning: {warning.message}", file=sys.stderr)
+    return bwe
 
 
 def run_process(args: argparse.Namespace) -> int:
-    from .processor import BandwidthExtender
+    """Check every path, load the model once, extend each file; a failed file does not stop
+    the others (exit status 1 if any failed)."""
+    from tqdm import tqdm
+
     from .weights import ModelLoadingError
 
+    *inputs, output = args.paths
+    if not inputs:
+        print("rtbwe process: error: give an input and an output: rtbwe process IN [IN ...] OUT",
+              file=sys.stderr)
+        return 2
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            bwe = BandwidthExtender(args.model, device=args.device, backend=args.backend,
-                                    num_threads=args.threads, window_ms=args.window_ms,
-                                    hop_ms=args.hop_ms, keep_below_hz=args.keep_below_hz)
-        for warning in caught:
-            print(f"rtbwe process: warning: {warning.message}", file=sys.stderr)
-        result = extend_file(Path(args.input), Path(args.output), bwe,
-                             show_progress=False if args.quiet else None)
+        jobs, skipped = plan_jobs(inputs, output, args.overwrite, args.skip_existing,
+                                  args.subtype)
+        for job in skipped:
+            print(f"{job.output_path} exists: skipped ({job.input_path})")
+        if not jobs:
+            return 0
+        bwe = load_extender(args)
     except (CliError, ModelLoadingError, ValueError) as err:
         print(f"rtbwe process: error: {err}", file=sys.stderr)
         return 1
-    print(f"{args.input}: {result['duration_s']:.2f} s at {result['source_rate']:g} Hz, "
-          f"{result['channels']} ch -> {args.output} at {bwe.sample_rate} Hz; "
-          f"compute {result['compute_s']:.2f} s, RT factor {result['rt_factor']:.3f} "
-          f"({bwe.backend}, {bwe.device}, latency {bwe.latency_ms:.1f} ms)")
-    return 0
+    total_s = sum(input_seconds(job.input_path) for job in jobs)
+    show = not args.quiet and sys.stderr.isatty() and total_s > PROGRESS_MIN_SECONDS
+    failed = []
+    with sigterm_as_interrupt(), tqdm(total=round(total_s, 2), unit="s", disable=not show,
+                                      file=sys.stderr, dynamic_ncols=True,
+                                      bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio "
+                                      "[{elapsed}<{remaining}]") as bar:
+        for job in jobs:
+            bar.set_description(job.input_path.name if len(jobs) > 1 else "")
+            try:
+                result = extend_file(job.input_path, job.output_path, bwe, bar, args.subtype,
+                                     args.overwrite)
+            except (CliError, ValueError) as err:
+                bar.write(f"rtbwe process: error: {err}", file=sys.stderr)
+                failed.append(job.input_path)
+                continue
+            bar.write(summary_line(job, result, bwe), file=sys.stdout)
+            for line in output_warnings(result, job.output_path):
+                bar.write(f"rtbwe process: warning: {line}", file=sys.stderr)
+    if len(jobs) > 1:
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} files written"
+              + (f"; failed: {', '.join(str(p) for p in failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -157,29 +237,51 @@ def run_bench(args: argparse.Namespace) -> int:
 
     print(benchmarking.report(models=args.models, backends=args.backends,
                               threads=args.threads, block_samples=args.blocks,
-                              seconds=args.seconds, window_ms=args.window_ms,
-                              hop_ms=args.hop_ms))
+                              seconds=args.seconds, **model_options(args)))
     return 0
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .processor import DEFAULT_HOP_MS, DEFAULT_WINDOW_MS
+    # defaults are None (= the processor's), so that `rtbwe --help` need not import torch
+    p.add_argument("--window-ms", type=float, default=None,
+                   help="analysis window in ms (default 21.33 = 1024 samples at 48 kHz)")
+    p.add_argument("--hop-ms", type=float, default=None,
+                   help="hop between windows in ms (default 10.67 = 512 samples at 48 kHz)")
 
-    p.add_argument("--window-ms", type=float, default=DEFAULT_WINDOW_MS,
-                   help=f"analysis window (default {DEFAULT_WINDOW_MS:.2f} = 1024 samples at 48k)")
-    p.add_argument("--hop-ms", type=float, default=DEFAULT_HOP_MS,
-                   help=f"hop between windows (default {DEFAULT_HOP_MS:.2f})")
+
+def model_options(args: argparse.Namespace) -> dict[str, float]:
+    """The ``--window-ms`` / ``--hop-ms`` given, as ``BandwidthExtender`` keyword arguments."""
+    return {name: getattr(args, name) for name in ("window_ms", "hop_ms")
+            if getattr(args, name) is not None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("process", help="extend an audio file to full band (48 kHz out)")
-    p.add_argument("input", help="wav, flac, ogg or mp3, 8-192 kHz, mono or stereo")
-    p.add_argument("output", help="output file (.wav/.flac/.ogg/.mp3), written at 48 kHz")
+    p = sub.add_parser(
+        "process", help="extend audio files to full band (48 kHz out)",
+        usage="rtbwe process [options] INPUT [INPUT ...] OUTPUT",
+        description="Extend INPUT to OUTPUT, or several inputs (files or folders) into an "
+        "OUTPUT folder as <name>.wav. The model loads once. Nothing is written over an input "
+        "or, without -y, over an existing file; an output appears only when complete. The "
+        "output folder must exist.")
+    p.add_argument("paths", nargs="+", metavar="INPUT ... OUTPUT",
+                   help="inputs: wav, flac, aiff, ogg or mp3 at 8-192 kHz, any channel count the "
+                   "model takes, or folders of them (not recursive); the last path is the output "
+                   "file (.wav/.flac/.aiff/.ogg/.mp3) or, for several inputs, an existing folder")
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace outputs that exist (default: refuse and write nothing)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output exists (to resume a batch)")
+    p.add_argument("--subtype", choices=tuple(SUBTYPE_BITS), default=None,
+                   help="output sample format (default: FLOAT for .wav, PCM_24 for .flac/.aiff; "
+                   "not for .ogg/.mp3)")
     p.add_argument("--model", default="default",
-                   help="shipped name, .json/.safetensors/.ts path, or registry name")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+                   help="shipped name (see `rtbwe models`), .json/.safetensors/.ts path, or "
+                   "registry name (random weights; for testing)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     p.add_argument("--backend", default="auto", help="auto, eager, torchscript or cuda-graph")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch intra-op CPU threads (default {DEFAULT_THREADS}: more threads "
+                   "collapse when other work shares the cores; see benchmarks/README.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--keep-below-hz", type=float, default=None,
                    help="keep the input below this frequency untouched and add only the "
@@ -188,12 +290,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_process)
 
     b = sub.add_parser("bench", help="per-hop latency, RT factor and kernel speed on this machine")
-    b.add_argument("--models", nargs="+", default=["arunet-small"],
-                   help="registry names (random weights; timing only)")
-    b.add_argument("--backends", nargs="+", default=["eager", "torchscript"])
-    b.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    b.add_argument("--models", nargs="+", default=["default"],
+                   help="shipped names (real weights and conditioning) or registry names "
+                   "(random weights; timing only). Default: the shipped default model")
+    b.add_argument("--backends", nargs="+", default=["eager", "torchscript"],
+                   help="inference backends to time: eager, torchscript, cuda-graph "
+                   "(default: eager torchscript)")
+    b.add_argument("--threads", nargs="+", type=int, default=[1, 2],
+                   help="torch intra-op thread counts to time (default: 1 2)")
     b.add_argument("--blocks", nargs="+", type=int, default=[512],
-                   help="host block sizes in samples")
+                   help="host block sizes in samples (default 512)")
     b.add_argument("--seconds", type=float, default=5.0, help="audio streamed per setting")
     _add_model_options(b)
     b.set_defaults(func=run_bench)

@@ -1,6 +1,8 @@
 """``rtbwe process`` on tiny synthetic files, and ``rtbwe bench`` smoke test."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,7 +65,7 @@ def test_keep_below_hz_option_locks_the_passband(tmp_path, tiny_card, capsys):
     np.testing.assert_allclose(out, locked, atol=1e-5)
     assert not np.allclose(out, BandwidthExtender(str(tiny_card)).process(x[:, 0], 48000),
                            atol=1e-3)
-    assert cli.main(["process", str(src), str(dst), "--model", str(tiny_card),
+    assert cli.main(["process", str(src), str(dst), "--model", str(tiny_card), "-y",
                      "--keep-below-hz", "30000"]) == 1
     assert "Nyquist" in capsys.readouterr().err
 
@@ -75,22 +77,27 @@ def test_identity_through_a_file_is_aligned(tmp_path):
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, x, 48000, subtype="FLOAT")
     bwe = BandwidthExtender(torch.nn.Identity())
-    result = cli_process.extend_file(src, dst, bwe, show_progress=False)
+    result = cli_process.extend_file(src, dst, bwe)
     out, _ = sf.read(dst, dtype="float32")
     assert result["samples"] == out.shape[0] == 20000
     assert int(np.argmax(np.abs(out))) == 12345
     np.testing.assert_allclose(out, x, atol=1e-6)
 
 
-def test_progress_bar_only_for_long_files(tmp_path, capsys, monkeypatch):
+def test_progress_bar_on_a_terminal_and_no_carriage_returns_in_a_log(tmp_path, capsys,
+                                                                      monkeypatch, tiny_card):
     src = tmp_path / "in.wav"
     sf.write(src, _tone(16000, 1.0, 1), 16000)
-    bwe = BandwidthExtender(torch.nn.Identity())
-    cli_process.extend_file(src, tmp_path / "a.wav", bwe)
-    assert "%" not in capsys.readouterr().err
     monkeypatch.setattr(cli_process, "PROGRESS_MIN_SECONDS", 0.5)
-    cli_process.extend_file(src, tmp_path / "b.wav", bwe)
-    assert "100%" in capsys.readouterr().err
+    assert cli.main(["process", str(src), str(tmp_path / "a.wav"), "--model",
+                     str(tiny_card)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%" not in err  # stderr is not a terminal here
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True, raising=False)
+    assert cli.main(["process", str(src), str(tmp_path / "b.wav"), "--model",
+                     str(tiny_card)]) == 0
+    err = capsys.readouterr().err
+    assert "100%" in err and "s audio" in err
 
 
 def test_missing_file_is_a_clear_error(tmp_path, tiny_card, capsys):
