@@ -10,7 +10,7 @@ Reads with ``pedalboard.io.AudioFile`` (resampled to 48 kHz on the fly), streams
 
 with ``reset=False`` (constant memory, any file length), drops the chain's
 ``latency_samples`` of priming from the start, flushes the tail with silence, and writes a file
-of exactly the input's duration.
+of exactly the input's duration, as float wav (24-bit flac), like ``rtbwe process``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from pedalboard.io import AudioFile
 import rtbwe
 
 RATE = 48000
+# float wav, 24-bit flac/aiff: what `rtbwe process` writes by default (pedalboard's own
+# default is 16-bit, which would add quantisation noise at -98 dB to the new high band)
+BIT_DEPTH = {".wav": 32, ".flac": 24, ".aif": 24, ".aiff": 24}
 
 
 def build_chain(model: str) -> rtbwe.Chain:
@@ -50,7 +53,9 @@ def process_file(input_path: str, output_path: str, chain: rtbwe.Chain,
         print(f"{input_path}: {total / RATE:.2f} s, {channels} ch; chain latency "
               f"{skip} samples ({1000 * skip / RATE:.1f} ms)", file=sys.stderr)
         written = 0
-        with AudioFile(output_path, "w", RATE, channels) as sink:
+        suffix = output_path[output_path.rfind("."):].lower()
+        depth = {"bit_depth": BIT_DEPTH[suffix]} if suffix in BIT_DEPTH else {}
+        with AudioFile(output_path, "w", RATE, channels, **depth) as sink:
             while written < total:
                 block = source.read(block_size) if source.tell() < total else \
                     np.zeros((channels, block_size), np.float32)  # flush the latency

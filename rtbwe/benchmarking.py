@@ -9,7 +9,8 @@
 * :func:`window_quality` - with trained weights: the ΔSNR a window/hop geometry delivers on
   real music (the bundled demo clip), seen and unseen filter, averaged over hop-grid phases.
 
-Registry models are built with random weights: timings do not depend on the weights.
+Shipped names (``default``) time the real model; registry models are built with random weights
+(timings do not depend on the weights).
 """
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
                    window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
                    seed: int = 0, keep_below_hz: float | None = None
                    ) -> BandwidthExtender:
-    """An extender around registry model ``model`` with random weights (warning silenced)."""
+    """An extender around ``model``: a shipped name (``default``: its real weights, conditioning
+    and all) or a registry name (random weights, warning silenced; timings do not depend on
+    the weights)."""
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -195,19 +198,32 @@ def streaming_table(timings: list[StreamTiming]) -> str:
     return "\n".join(rows)
 
 
+def describe_extender(model: str, bwe: BandwidthExtender) -> str:
+    """One line: which weights ``model`` timed, and whether the long-term-spectrum tracker ran."""
+    from .conditioning import condition_bands
+    from .weights import SHIPPED
+
+    bands = condition_bands(bwe.engine.model)
+    weights = f"shipped weights {SHIPPED[model]}" if model in SHIPPED else "random weights"
+    return (f"{model}: {weights}, " + (f"conditioned on the long-term spectrum ({bands} bands)"
+                                       if bands else "no conditioning"))
+
+
 def report(models: list[str], backends: list[str], threads: list[int],
            block_samples: list[int], seconds: float = 5.0,
            window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
            channels: int = 1) -> str:
     """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups."""
-    timings = []
+    timings, described = [], {}
     for model in models:
         for backend in backends:
             for num_threads in threads:
                 bwe = build_extender(model, backend, num_threads, window_ms, hop_ms)
+                described.setdefault(model, describe_extender(model, bwe))
                 for block in block_samples:
                     timings.append(time_streaming(bwe, block, seconds, channels, model))
-    lines = [f"streaming at {bwe.sample_rate} Hz, window {bwe.window_samples} / hop "
+    lines = [*described.values(),
+             f"streaming at {bwe.sample_rate} Hz, window {bwe.window_samples} / hop "
              f"{bwe.hop_samples} samples, algorithmic latency {bwe.latency_ms:.2f} ms "
              f"(torch {torch.__version__}, {torch.get_num_threads()} threads now)",
              streaming_table(timings), "",

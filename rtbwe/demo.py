@@ -98,6 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output folder")
     p.add_argument("--model", default="default", help="model name or card path")
     p.add_argument("--block-size", type=int, default=480, help="streaming block (samples)")
-    p.add_argument("--filter", default="seen", choices=["seen", "unseen"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("--filter", default="seen", choices=["seen", "unseen"],
+                   help="low-pass that makes the input: seen (Chebyshev-1 6, a training "
+                   "filter) or unseen (Butterworth 6)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads "
+                   "(default 1, robust when other work shares the cores)")
     p.set_defaults(func=_cmd)

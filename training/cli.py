@@ -133,21 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command")
     b = data.add_parser("build", help="render the offline music21 + fluidsynth corpus")
-    b.add_argument("out_dir")
-    b.add_argument("--max-pieces", type=int, default=200)
-    b.add_argument("--max-seconds", type=float, default=40.0)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("out_dir", help="folder for the corpus (flac files per split + manifest)")
+    b.add_argument("--max-pieces", type=int, default=200,
+                   help="music21 scores to render (default 200)")
+    b.add_argument("--max-seconds", type=float, default=40.0,
+                   help="longest audio kept per piece, in seconds (default 40)")
+    b.add_argument("--seed", type=int, default=0,
+                   help="picks the pieces, instruments and the train/validation/test split")
+    b.add_argument("--workers", type=int, default=2, help="parallel renderer processes")
     b.set_defaults(func=cmd_data_build)
 
     f = sub.add_parser("fit", help="train from a TOML config (resumes from its checkpoint)")
-    f.add_argument("config")
-    f.add_argument("--run-dir")
-    f.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
-    f.add_argument("--steps", type=int)
-    f.add_argument("--device")
-    f.add_argument("--data")
-    f.add_argument("--threads", type=int)
+    f.add_argument("config", help="TOML file, e.g. training/configs/smoke.toml")
+    f.add_argument("--run-dir", help="checkpoints, log.csv, best weights (default runs/NAME)")
+    f.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from RUN_DIR/checkpoint.pt when present (default yes)")
+    f.add_argument("--steps", type=int, help="training steps (overrides the config)")
+    f.add_argument("--device", help="cpu or cuda (overrides the config)")
+    f.add_argument("--data", help="corpus folder (overrides the config)")
+    f.add_argument("--threads", type=int, help="torch CPU threads (overrides the config)")
     f.add_argument("--init-from", help="model card to warm-start from when there is no "
                    "checkpoint (e.g. rtbwe/weights/arunet-small-6k.json on a new machine)")
     f.set_defaults(func=cmd_fit)
@@ -155,13 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="SNR, ΔSNR, LSD, LSD-HF, ViSQOL on the test split")
     e.add_argument("models", nargs="*", default=["default"],
                    help="model names or card paths (the Input row is always included)")
-    e.add_argument("--data", default="corpus/v1")
-    e.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    e.add_argument("--cutoff-hz", type=float, default=6000.0)
-    e.add_argument("--clip-seconds", type=float, default=10.0)
-    e.add_argument("--clips", type=int, default=24)
+    e.add_argument("--data", default="corpus/v1", help="corpus folder (default corpus/v1)")
+    e.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="which split's clips (default test)")
+    e.add_argument("--cutoff-hz", type=float, default=6000.0,
+                   help="low-pass cutoff of the test filters (default 6000)")
+    e.add_argument("--clip-seconds", type=float, default=10.0,
+                   help="seconds from the start of each piece (default 10)")
+    e.add_argument("--clips", type=int, default=24, help="most clips to use (default 24)")
     e.add_argument("--whole", action="store_true", help="run the network over whole clips")
-    e.add_argument("--no-visqol", action="store_true")
+    e.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slow metric)")
     e.add_argument("--bands", action="store_true",
                    help="also print where the error lies: error energy per frequency band")
     e.add_argument("--extra-filters", default="",
@@ -170,23 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-below-hz", type=float, default=None,
                    help="evaluate with the passband locked below this frequency "
                    "(rtbwe process --keep-below-hz)")
-    e.add_argument("--vggish-weights")
-    e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--csv")
-    e.add_argument("--json")
+    e.add_argument("--vggish-weights", help="torchvggish state dict: adds the paper's VGGish "
+                   "distance")
+    e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    e.add_argument("--csv", help="also write the table to this CSV file")
+    e.add_argument("--json", help="also write all results to this JSON file")
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="validation curves of runs as a PNG (Fig. 2 style)")
-    pl.add_argument("runs", nargs="+")
-    pl.add_argument("--out", default="curves.png")
+    pl.add_argument("runs", nargs="+", help="run folders (each holds a log.csv)")
+    pl.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
     pl.set_defaults(func=cmd_plot)
 
     x = sub.add_parser("export", help="copy a run's best weights with test metrics in the card")
-    x.add_argument("run_dir")
+    x.add_argument("run_dir", help="run folder holding best.json / best.safetensors")
     x.add_argument("stem", help="output path without suffix, e.g. rtbwe/weights/arunet-small-6k")
     x.add_argument("--data", help="corpus for test metrics (skipped when absent)")
-    x.add_argument("--clip-seconds", type=float, default=10.0)
-    x.add_argument("--clips", type=int, default=24)
+    x.add_argument("--clip-seconds", type=float, default=10.0,
+                   help="seconds per test clip (default 10)")
+    x.add_argument("--clips", type=int, default=24, help="most test clips (default 24)")
     x.set_defaults(func=cmd_export)
 
     try:

@@ -449,14 +449,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--val-every", type=int, help="steps between validations (default steps/10)")
     r.add_argument("--eval-clips", type=int, help="test clips (default 16)")
     r.add_argument("--eval-clip-seconds", type=float, help="test clip length (default 5)")
-    r.add_argument("--visqol", action=argparse.BooleanOptionalAction, default=None)
+    r.add_argument("--visqol", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute ViSQOL in the test table (default yes; --smoke: no)")
     r.add_argument("--vggish-weights", help="torchvggish state dict: adds the VGG column")
     r.add_argument("--whole", action="store_true", default=None,
                    help="run each network over whole clips, not through BandwidthExtender")
-    for flag, kind in (("--seed", int), ("--val-clips", int), ("--val-clip-seconds", float),
-                       ("--visqol-clips", int), ("--train-limit", int),
-                       ("--max-track-seconds", float)):
-        r.add_argument(flag, type=kind)
+    for flag, kind, text in (
+            ("--seed", int, "training seed"), ("--val-clips", int, "validation clips"),
+            ("--val-clip-seconds", float, "validation clip length in seconds"),
+            ("--visqol-clips", int, "test clips that also get ViSQOL"),
+            ("--train-limit", int, "use only the first N training files"),
+            ("--max-track-seconds", float, "seconds read from each training file")):
+        r.add_argument(flag, type=kind, help=f"{text} (default: the preset's)")
     r.add_argument("--compare-run-dir", help="a run dir of the same systems at another budget: "
                    "the report adds a budget-check table")
     r.add_argument("--report-only", action="store_true", help="only rebuild the report")
