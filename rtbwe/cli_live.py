@@ -5,19 +5,25 @@ import argparse
 import sys
 
 
+DEFAULT_THREADS = 1  # torch intra-op threads: 2 on a 2-core machine under load plays dry blocks
+
+
 def build_processor(model: str, device: str, sample_rate: int | None = None,
-                    keep_below_hz: float | None = None):
-    """``BandwidthExtender`` for ``--model``; ``identity`` runs the audio path with no network."""
+                    keep_below_hz: float | None = None, num_threads: int | None = None):
+    """``BandwidthExtender`` for ``--model``; ``identity`` runs the audio path with no network.
+    ``num_threads`` None means :data:`DEFAULT_THREADS`."""
     import torch
 
     from .processor import BandwidthExtender
 
     module = torch.nn.Identity() if model == "identity" else model
     return BandwidthExtender(module, sample_rate=sample_rate, device=device,
-                             keep_below_hz=keep_below_hz)
+                             keep_below_hz=keep_below_hz,
+                             num_threads=num_threads or DEFAULT_THREADS)
 
 
 def live(args: argparse.Namespace) -> int:
+    from .cli_process import bandwidth_note
     from .live import LiveSession
     from .live_device import LiveAudioError, resolve_device, run_live
     from .weights import ModelLoadingError
@@ -30,7 +36,7 @@ def live(args: argparse.Namespace) -> int:
         return 2
     try:
         processor = build_processor(args.model, args.device, args.sample_rate,
-                                    args.keep_below_hz)
+                                    args.keep_below_hz, args.threads)
     except (ModelLoadingError, ValueError) as err:
         print(f"rtbwe live: {err}\n(`--model identity` checks the audio path without a model)",
               file=sys.stderr)
@@ -38,7 +44,7 @@ def live(args: argparse.Namespace) -> int:
     session = LiveSession(processor, processor.sample_rate, args.block_size,
                           channels=args.channels, buffer_blocks=args.buffer_blocks,
                           fallback=args.fallback)
-    print(f"rtbwe live: {processor!r}\nblock {args.block_size} frames, {session.buffer_blocks} "
+    print(f"rtbwe live: {processor!r}, {processor.engine.num_threads} thread(s)\nblock {args.block_size} frames, {session.buffer_blocks} "
           f"blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
           "Ctrl-C stops.", file=sys.stderr)
     try:
@@ -49,8 +55,8 @@ def live(args: argparse.Namespace) -> int:
         return 2
     print(f"stopped{' (Ctrl-C)' if summary['interrupted'] else ''}: {summary['callbacks']} "
           f"callbacks, xruns {summary['xruns']}, late {summary['late_blocks']} blocks, dropped "
-          f"{summary['dropped_frames']} frames, worker load {summary['worker_load']:.0%}",
-          file=sys.stderr)
+          f"{summary['dropped_frames']} frames, worker load {summary['worker_load']:.0%}"
+          + bandwidth_note(processor), file=sys.stderr)
     return 0
 
 
@@ -89,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model's, 48000)")
     p.add_argument("--keep-below-hz", type=float, default=None, help="leave the input below "
                    "this frequency untouched; only the band above comes from the network")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads for "
+                   f"inference (default {DEFAULT_THREADS}; see benchmarks/README.md)")
     p.set_defaults(func=live)
     d = sub.add_parser("devices", help="list audio devices for `rtbwe live`")
     d.set_defaults(func=devices)

@@ -148,10 +148,15 @@ def summary_line(job: Job, result: dict[str, float], bwe) -> str:
             f"{result['compute_s']:.2f} s, RT factor {result['rt_factor']:.3f} ({bwe.backend}, "
             f"{bwe.device}, {bwe.engine.num_threads or 'torch default'} thread(s), latency "
             f"{bwe.latency_ms:.1f} ms)")
+    return line + bandwidth_note(bwe)
+
+
+def bandwidth_note(bwe) -> str:
+    """``; input band-limited at about X.X kHz`` once ``bwe`` has estimated it (issue 11's
+    ``input_bandwidth_hz``; absent or None before), else ''. Also on `rtbwe live`'s status."""
     bandwidth_hz = getattr(bwe, "input_bandwidth_hz", None)
-    if bandwidth_hz is not None:
-        line += f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
-    return line
+    return "" if bandwidth_hz is None else \
+        f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
 
 
 @contextmanager

@@ -163,3 +163,27 @@ def test_every_option_has_help_text():
             elif not action.help and not isinstance(action, argparse._HelpAction):
                 missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_live_runs_one_thread_unless_told():
+    from rtbwe import cli_live
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert cli_live.build_processor("identity", "cpu").engine.num_threads == 1
+        assert torch.get_num_threads() == 1
+        args = cli.build_parser().parse_args(["live", "--threads", "2"])
+        assert args.threads == 2
+        cli_live.build_processor("identity", "cpu", num_threads=args.threads)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_input_bandwidth_is_reported_once_known():
+    class Estimated:
+        input_bandwidth_hz = 6012.0
+
+    assert cli_process.bandwidth_note(object()) == ""  # before issue 11's attribute exists
+    assert cli_process.bandwidth_note(Estimated()) == "; input band-limited at about 6.0 kHz"
