@@ -11,6 +11,24 @@ the groups::
                                                     # chain.latency_samples
 
 Arrays are float32 ``(channels, samples)`` or ``(samples,)``; the output has the input's shape.
+Input goes through the processor's own conversion (:func:`rtbwe.processor.as_channels_first`):
+int16/int32 are scaled to [-1, 1), float64 is cast, complex and other dtypes are refused.
+
+A processor holds one stream's state, so one object may sit in one place of one live chain
+only: the same extender twice in a chain, or in two chains, would mix two streams' state, and
+is refused with a ValueError (use one ``BandwidthExtender`` per place; they can share a
+module: ``BandwidthExtender(other.engine.model)``).
+
+The hop grid
+------------
+A ``BandwidthExtender`` cuts its input into windows on a fixed grid of ``hop_samples``, and
+its output depends on where the windows fall. Streaming, a processor behind stages of total
+latency ``L`` sees its input ``L`` samples late, so its grid sits ``L`` samples earlier in the
+signal. The whole-buffer path reproduces that grid: it feeds each processor its input with
+``L`` zeros in front (and drops ``L`` samples of its output), so streaming output equals the
+whole-buffer output delayed by :attr:`Chain.latency_samples` in every chain. A latent native
+group's ``L`` is known once streaming has measured it (or ``internal_block_size`` is given);
+before that, the whole-buffer path counts it as 0.
 
 A *processor* is any object with ``process(x, sample_rate, buffer_size, reset)``, ``reset()`` and
 ``latency_samples`` that is not a ``pedalboard.Plugin`` (``rtbwe.BandwidthExtender``, another
@@ -29,6 +47,7 @@ latency are called directly, at no cost.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterable
 
 import numpy as np
@@ -43,6 +62,32 @@ def is_processor(item: Any) -> bool:
     """True for an rtbwe-style processor: ``process``/``reset``/``latency_samples``, not native."""
     return (not isinstance(item, pedalboard.Plugin) and callable(getattr(item, "process", None))
             and callable(getattr(item, "reset", None)) and hasattr(item, "latency_samples"))
+
+
+# processor -> the Chain that uses it (weakly: a processor is free again once its chain is gone)
+_OWNERS: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def _claim(item: Any, chain: "Chain", index: int) -> None:
+    """Register ``chain`` as the one user of processor ``item``; refuse a second user."""
+    try:
+        owner_ref = _OWNERS.get(item)
+    except TypeError:  # not weak-referenceable or not hashable: cannot track it
+        return
+    owner = owner_ref() if owner_ref is not None else None
+    if owner is not None and owner is not chain:
+        raise ValueError(f"chain item {index} ({type(item).__name__}) is already in another "
+                         "live Chain; a processor holds one stream's state, so give each chain "
+                         "its own (BandwidthExtender(other.engine.model) shares the network)")
+    _OWNERS[item] = weakref.ref(chain)
+
+
+def as_input(input_array: Any) -> tuple[np.ndarray, bool]:
+    """Chain input -> (float32 C-contiguous (channels, samples), was_1d), converted exactly as
+    :class:`~rtbwe.processor.BandwidthExtender` converts it (int16 scaled, complex refused)."""
+    from .processor import as_channels_first
+
+    return as_channels_first(np.asarray(input_array))
 
 
 def _as_2d(x: np.ndarray) -> np.ndarray:
@@ -72,7 +117,15 @@ class Chain:
         self.internal_block_size = internal_block_size
         self.stages: list[Any] = []
         group: list[pedalboard.Plugin] = []
+        seen: dict[int, int] = {}
         for i, item in enumerate(self.items):
+            if is_processor(item):
+                if id(item) in seen:
+                    raise ValueError(f"chain items {seen[id(item)]} and {i} are the same "
+                                     f"{type(item).__name__} object; a processor holds one "
+                                     "stream's state, so use a separate one for each place "
+                                     "(BandwidthExtender(other.engine.model) shares the network)")
+                seen[id(item)] = i
             if isinstance(item, pedalboard.Plugin):
                 group.append(item)
                 continue
@@ -85,6 +138,9 @@ class Chain:
                 self.stages.append(self._native_stage(group))
                 group = []
             self.stages.append(item)
+        for i, item in enumerate(self.items):
+            if is_processor(item):
+                _claim(item, self, i)
         if group:
             self.stages.append(self._native_stage(group))
         # (sample_rate, channels, K) of the last prepare(); primed until the next reset()
@@ -106,14 +162,21 @@ class Chain:
         the output is aligned with the input. ``reset=False``: streaming; the output has as many
         samples as the input, delayed by :attr:`latency_samples`.
         """
-        x = _as_2d(input_array)
-        if buffer_size < 1:
-            raise ValueError("buffer_size must be >= 1")
+        x, mono = as_input(input_array)
+        if not isinstance(buffer_size, (int, np.integer)) or buffer_size < 1:
+            raise ValueError(f"buffer_size must be a whole number of samples >= 1, got "
+                             f"{buffer_size!r}")
         if reset:
             self.reset()
             y = x
+            upstream = 0  # streaming latency before this stage: it fixes the stage's hop grid
             for stage in self.stages:
+                pad = 0 if isinstance(stage, (pedalboard.Plugin, FixedBlockStage)) else upstream
+                if pad:
+                    y = np.concatenate([np.zeros((y.shape[0], pad), np.float32), y], axis=1)
                 y = _as_2d(stage.process(y, sample_rate, buffer_size=buffer_size, reset=True))
+                y = y[:, pad:]
+                upstream += _known_latency(stage)
         else:
             key = (int(sample_rate), x.shape[0])
             if self._prepared is None or self._prepared[:2] != key:
@@ -132,7 +195,7 @@ class Chain:
                         f"stage {type(stage).__name__} returned {y.shape[1]} samples for "
                         f"{x.shape[1]} in streaming mode; if it is a native plugin with latency, "
                         "report it so is_latent() knows it")
-        return y[0] if np.ndim(input_array) == 1 else y
+        return y[0] if mono else y
 
     __call__ = process
 
@@ -187,6 +250,16 @@ class Chain:
         return f"<rtbwe.Chain stages=[{names}]>"
 
 
+def _known_latency(stage: Any) -> int:
+    """Streaming latency of ``stage`` if known now, else 0 (an unmeasured latent group)."""
+    if isinstance(stage, pedalboard.Plugin):
+        return 0
+    try:
+        return int(stage.latency_samples)
+    except RuntimeError:
+        return 0
+
+
 class Delay:
     """A pure delay processor: ``latency_samples = delay_samples``.
 
@@ -211,7 +284,7 @@ class Delay:
     def process(self, input_array: np.ndarray, sample_rate: float, buffer_size: int = 8192,
                 reset: bool = True) -> np.ndarray:
         """``input_array`` float32 ``(channels, n)`` or ``(n,)`` -> same shape."""
-        x = _as_2d(input_array)
+        x, mono = as_input(input_array)
         if reset:
             self.reset()
             y = x.copy()
@@ -221,7 +294,7 @@ class Delay:
             joined = np.concatenate([self._history, x], axis=1)
             y = joined[:, :x.shape[1]]
             self._history = joined[:, x.shape[1]:].copy()
-        return y[0] if np.ndim(input_array) == 1 else y
+        return y[0] if mono else y
 
     __call__ = process
 

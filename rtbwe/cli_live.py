@@ -41,9 +41,13 @@ def live(args: argparse.Namespace) -> int:
         print(f"rtbwe live: {err}\n(`--model identity` checks the audio path without a model)",
               file=sys.stderr)
         return 2
-    session = LiveSession(processor, processor.sample_rate, args.block_size,
-                          channels=args.channels, buffer_blocks=args.buffer_blocks,
-                          fallback=args.fallback)
+    try:
+        session = LiveSession(processor, processor.sample_rate, args.block_size,
+                              channels=args.channels, buffer_blocks=args.buffer_blocks,
+                              fallback=args.fallback)
+    except ValueError as err:  # --block-size/--channels/--buffer-blocks 0
+        print(f"rtbwe live: {err}", file=sys.stderr)
+        return 2
     print(f"rtbwe live: {processor!r}, {processor.engine.num_threads} thread(s)\nblock {args.block_size} frames, {session.buffer_blocks} "
           f"blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
           "Ctrl-C stops.", file=sys.stderr)
@@ -57,7 +61,7 @@ def live(args: argparse.Namespace) -> int:
           f"callbacks, xruns {summary['xruns']}, late {summary['late_blocks']} blocks, dropped "
           f"{summary['dropped_frames']} frames, worker load {summary['worker_load']:.0%}"
           + bandwidth_note(processor), file=sys.stderr)
-    return 0
+    return 130 if summary["interrupted"] else 0  # 130: the shell's code for Ctrl-C
 
 
 def devices(args: argparse.Namespace) -> int:

@@ -16,6 +16,13 @@ the frames of callback ``k`` before callback ``k + buffer_blocks``; when it does
 callback plays the dry input from ``latency_frames`` ago (or silence) for the missing frames and
 counts them (``late_frames``). The callback never allocates, blocks, waits for the worker or
 runs the model.
+
+When the worker falls a whole ring behind, it skips ahead (``dropped_frames``) and resets the
+processor. The output stays gapless: the worker writes the fallback (the dry input from
+``latency_frames`` ago, or silence) into every output frame the skip left unwritten and into
+the processor's first ``latency_samples`` frames after the reset, which are its priming zeros,
+not audio (``primed_frames``). So with ``fallback="dry"`` no stretch of digital silence is ever
+played while the input is not silent.
 """
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ class LiveStats:
     worker_frames: int = 0
     worker_busy_s: float = 0.0   # time inside processor.process
     dropped_frames: int = 0      # input frames skipped after the worker fell a ring behind
+    primed_frames: int = 0       # output frames of processor priming replaced by the fallback
     nonfinite_samples: int = 0   # NaN/Inf in the processor output, replaced by 0
 
 
@@ -81,10 +89,16 @@ class LiveSession:
     def __init__(self, processor: Any, sample_rate: int, block_frames: int, channels: int = 1,
                  buffer_blocks: int | None = None, fallback: str = "dry",
                  max_chunk_frames: int | None = None) -> None:
+        for name, value in (("block_frames", block_frames), ("channels", channels),
+                            ("buffer_blocks", buffer_blocks), ("max_chunk_frames",
+                                                               max_chunk_frames)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                flag = {"block_frames": "--block-size", "channels": "--channels",
+                        "buffer_blocks": "--buffer-blocks"}.get(name, name)
+                raise ValueError(f"{name} ({flag}) must be a whole number >= 1, got {value!r}")
         if buffer_blocks is None:
             buffer_blocks = auto_buffer_blocks(processor, block_frames)
-        if block_frames < 1 or channels < 1 or buffer_blocks < 1:
-            raise ValueError("block_frames, channels and buffer_blocks must be >= 1")
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.processor = processor
@@ -105,6 +119,8 @@ class LiveSession:
         self.input_ring = SampleRing(capacity, self.channels)
         self.output_ring = SampleRing(capacity, self.channels)
         self._chunk = np.zeros((self.channels, self.max_chunk_frames), np.float32)
+        self._fallback = np.zeros((self.max_chunk_frames, self.channels), np.float32)
+        self._priming_until = 0  # input frames before this one come out as processor priming
         self.stats = LiveStats()
         self.error: BaseException | None = None
         self._consumed_frames = 0
@@ -157,6 +173,7 @@ class LiveSession:
         self.output_ring.clear()
         self.output_ring.written_frames = self.buffer_frames  # the first D frames: silence
         self._consumed_frames = 0
+        self._priming_until = 0  # priming of a fresh stream is output for silent input
 
     def start(self) -> "LiveSession":
         """Start the worker thread (before the audio stream starts calling back)."""
@@ -243,8 +260,14 @@ class LiveSession:
         if available > too_far:  # the callback is about to overwrite unread input: skip ahead
             skip = available - self.block_frames
             stats.dropped_frames += skip
+            old = self._consumed_frames
             self._consumed_frames += skip
             self.processor.reset()
+            self._priming_until = self._consumed_frames + self.algorithmic_frames
+            # output frames the skip leaves unwritten; those before the callback's position
+            # (about the new consumed frame) have been played already
+            new_start = self._consumed_frames + self.buffer_frames
+            self.write_fallback(max(old + self.buffer_frames, self._consumed_frames), new_start)
             available = self.block_frames
         if available <= 0:
             return 0
@@ -259,12 +282,31 @@ class LiveSession:
         if not finite.all():
             stats.nonfinite_samples += int(out.size - np.count_nonzero(finite))
             out = np.where(finite, out, np.float32(0.0))
-        self.output_ring.write_channels_first_at(self._consumed_frames + self.buffer_frames, out)
+        start = self._consumed_frames + self.buffer_frames
+        primed = min(n, self._priming_until - self._consumed_frames)
+        if primed > 0:  # the processor's priming zeros after a reset: play the fallback
+            self.output_ring.write_channels_first_at(start + primed, out[:, primed:])
+            self.write_fallback(start, start + primed)
+            stats.primed_frames += primed
+        else:
+            self.output_ring.write_channels_first_at(start, out)
         self._consumed_frames += n
         self.output_ring.written_frames = self._consumed_frames + self.buffer_frames  # publish
         stats.worker_chunks += 1
         stats.worker_frames += n
         return n
+
+    def write_fallback(self, first_frame: int, stop_frame: int) -> None:
+        """Write the fallback into output frames ``[first_frame, stop_frame)`` (not published):
+        the input from ``latency_frames`` earlier (``"dry"``), or zeros. Worker side only."""
+        for start in range(first_frame, stop_frame, self.max_chunk_frames):
+            n = min(self.max_chunk_frames, stop_frame - start)
+            piece = self._fallback[:n]
+            silent = n if self.fallback != "dry" else min(n, max(0, self.latency_frames - start))
+            piece[:silent] = 0.0  # before the stream began, the input was silence
+            if silent < n:
+                self.input_ring.read(start + silent - self.latency_frames, piece[silent:])
+            self.output_ring.write_at(start, piece)
 
     def status_line(self, device_latency_s: float = 0.0) -> str:
         """One line: total latency, worker load, xruns, late frames, non-finite samples."""

@@ -15,6 +15,9 @@ one batch) -> ``kernels.overlap_add`` / ``kernels.normalise`` -> output; see
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +39,7 @@ DEFAULT_WINDOW_MS = 1000 * 1024 / 48000  # 21.33 ms
 DEFAULT_HOP_MS = 1000 * 512 / 48000      # 10.67 ms
 DEFAULT_SAMPLE_RATE = 48000
 MAX_CHANNELS = 8
+RATE_RANGE_HZ = (8000, 192000)  # what rtbwe.extend and `rtbwe process` accept
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
 
 
@@ -110,6 +114,25 @@ def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(audio), mono
 
 
+def check_sample_rate(sample_rate: float) -> float:
+    """``sample_rate`` as a float if it is a finite number of Hz in 8-192 kHz, else ValueError."""
+    ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(
+        sample_rate, bool) and math.isfinite(sample_rate)
+    if not ok or not RATE_RANGE_HZ[0] <= sample_rate <= RATE_RANGE_HZ[1]:
+        raise ValueError(f"sample_rate must be a number of Hz from {RATE_RANGE_HZ[0]} to "
+                         f"{RATE_RANGE_HZ[1]}, got {sample_rate!r}")
+    return float(sample_rate)
+
+
+def check_buffer_size(buffer_size: int) -> int:
+    """``buffer_size`` as an int if it is a whole number of samples >= 1, else ValueError."""
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, (int, np.integer)) \
+            or buffer_size < 1:
+        raise ValueError(f"buffer_size must be a whole number of samples >= 1 (default 8192), "
+                         f"got {buffer_size!r}")
+    return int(buffer_size)
+
+
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
     """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
     bad = ~np.isfinite(audio)
@@ -138,6 +161,14 @@ class BandwidthExtender:
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy).
+
+    Threads: one extender holds one stream, used from one thread at a time. ``process``,
+    ``reset`` and ``prepare`` hold a lock; a call that finds it held by another thread raises
+    RuntimeError instead of mixing two streams' state (it never waits). For several streams
+    or threads, make one extender each; they can share the network:
+    ``BandwidthExtender(other.engine.model)``. Calls from different threads that never
+    overlap in time are allowed (a stream may move to another thread) and cannot be told
+    apart from two interleaved streams, so do not interleave streams on one object.
     """
 
     def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
@@ -163,6 +194,20 @@ class BandwidthExtender:
         self._stats = ProcessorStats()
         self._stream: StreamState | None = None
         self._fresh = True
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str):
+        """Hold the lock for one call; raise RuntimeError if another thread holds it."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"BandwidthExtender.{what}() was called while another thread is "
+                               "inside this extender; one extender serves one stream from one "
+                               "thread at a time. Use one extender per thread or stream "
+                               "(BandwidthExtender(other.engine.model) shares the network)")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @property
     def latency_samples(self) -> int:
@@ -187,6 +232,10 @@ class BandwidthExtender:
 
     def reset(self) -> None:
         """Forget the stream: the next ``reset=False`` block starts from silence."""
+        with self._exclusive("reset"):
+            self._reset()
+
+    def _reset(self) -> None:
         if self._stream is not None:
             self._stream.clear()
         self._fresh = True  # the next stream may have another channel count
@@ -194,6 +243,10 @@ class BandwidthExtender:
     def prepare(self, channels: int, block_samples: int) -> None:
         """Allocate streaming buffers for ``channels`` and blocks up to ``block_samples`` now,
         so the first audio callback does not (optional)."""
+        with self._exclusive("prepare"):
+            self._prepare(channels, block_samples)
+
+    def _prepare(self, channels: int, block_samples: int) -> None:
         if self._stream is None or self._stream.channels != channels:
             self._stream = self._new_stream(channels, block_samples)
         elif block_samples > self._stream.capacity:
@@ -219,35 +272,47 @@ class BandwidthExtender:
         ``reset=True``: whole buffer, latency compensated, same length; NaN/Inf raises.
         ``reset=False``: one block of a stream; same length out, delayed by
         ``latency_samples``; NaN/Inf become zeros (counted in ``stats``), never raises on
-        audio content. ``buffer_size`` bounds the samples per network batch offline.
+        audio content. ``buffer_size`` bounds the samples per network batch in both modes: a
+        streamed block longer than it runs as consecutive sub-blocks of ``buffer_size``
+        samples (the same output, since streaming does not depend on block sizes).
+        Raises RuntimeError if another thread is inside this extender (see the class doc).
         """
         self._check_rate(sample_rate)
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1 sample, got {buffer_size}")
+        buffer_size = check_buffer_size(buffer_size)
         audio, mono = as_channels_first(input_array)
+        with self._exclusive("process"):
+            out = self._process(audio, buffer_size, reset)
+        return out[0] if mono else out
+
+    def _process(self, audio: np.ndarray, buffer_size: int, reset: bool) -> np.ndarray:
         channels, n = audio.shape
         self._stats.blocks += 1
         self._stats.input_samples += n
         if reset:
-            self.reset()
+            self._reset()
             bad = first_nonfinite(audio)
             if bad is not None:
                 raise ValueError(f"input has NaN/Inf at sample {bad[1]} (channel {bad[0]}); "
                                  "clean it first (e.g. np.nan_to_num) or stream it with "
                                  "reset=False, which replaces such samples with zeros")
-            out = (process_offline(audio, self.engine, self.window, self.hop_samples,
-                                   buffer_size, self._stats, self.sample_rate)
-                   if n else audio.copy())
-        else:
-            if self._stream is None or (self._fresh and self._stream.channels != channels):
-                self._stream = self._new_stream(channels, n)
-            elif self._stream.channels != channels:
-                raise ValueError(f"this stream has {self._stream.channels} channel(s) but the "
-                                 f"block has {channels}; call reset() or pass reset=True "
-                                 "before changing the channel count")
-            self._fresh = False
-            out = self._stream.process(audio, self.engine, self._stats)
-        return out[0] if mono else out
+            return (process_offline(audio, self.engine, self.window, self.hop_samples,
+                                    buffer_size, self._stats, self.sample_rate)
+                    if n else audio.copy())
+        if self._stream is None or (self._fresh and self._stream.channels != channels):
+            self._stream = self._new_stream(channels, min(n, buffer_size))
+        elif self._stream.channels != channels:
+            raise ValueError(f"this stream has {self._stream.channels} channel(s) but the "
+                             f"block has {channels}; call reset() or pass reset=True "
+                             "before changing the channel count")
+        self._fresh = False
+        if n <= buffer_size:
+            return self._stream.process(audio, self.engine, self._stats)
+        out = np.empty_like(audio)
+        for start in range(0, n, buffer_size):
+            stop = min(start + buffer_size, n)
+            out[:, start:stop] = self._stream.process(np.ascontiguousarray(audio[:, start:stop]),
+                                                      self.engine, self._stats)
+        return out
 
     __call__ = process
 
@@ -281,9 +346,11 @@ def extend(audio: np.ndarray, sample_rate: float, model: str | Path | nn.Module 
     audio at the model's rate (48 kHz for shipped models), same duration and layout.
 
     ``options`` go to :class:`BandwidthExtender` (``device``, ``backend``, ``window_ms``...).
+    ``sample_rate`` must be 8-192 kHz, as for ``rtbwe process``.
     """
-    bwe = BandwidthExtender(model, **options)
+    check_sample_rate(sample_rate)
     signal, mono = as_channels_first(audio)
+    bwe = BandwidthExtender(model, **options)
     bad = first_nonfinite(signal)
     if bad is not None:
         raise ValueError(f"input has NaN/Inf at sample {bad[1]} (channel {bad[0]}); clean it "

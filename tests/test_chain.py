@@ -209,3 +209,28 @@ def test_bandwidth_extender_in_a_chain():
     lag, snr_db = lag_and_snr_db(y, whole)
     # Resample 48 -> 24 kHz is not shift-invariant and sits behind an odd 959-sample delay
     assert lag == chain.latency_samples and snr_db > 20.0
+
+
+@pytest.mark.parametrize("upstream", ["delay-1", "delay-3-gain", "two-extenders", "nested"])
+def test_extender_after_latent_stages_streams_like_whole_buffer(upstream):
+    """The hop grid: behind stages whose latency is not a multiple of the hop, the whole-buffer
+    path must put the extender's windows where streaming puts them (issue 13: Delay(1) made
+    them differ by 0.059, two extenders by 0.23)."""
+    pytest.importorskip("torch")
+    from helpers import random_tiny
+
+    from rtbwe.processor import BandwidthExtender
+
+    def bwe(seed: int = 0) -> BandwidthExtender:
+        return BandwidthExtender(random_tiny(seed), sample_rate=SR, window_ms=8, hop_ms=4)
+
+    items = {"delay-1": lambda: [Delay(1), bwe()],
+             "delay-3-gain": lambda: [Delay(3), pb.Gain(-3), bwe(), pb.Gain(2)],
+             "two-extenders": lambda: [bwe(0), bwe(1)],
+             "nested": lambda: [Delay(5), Chain([Delay(2), bwe()])]}[upstream]()
+    chain = Chain(items)
+    x = noise(1, 9000, seed=3)
+    whole = chain(x, SR)
+    y = stream(chain, x, [100, 37, 512])
+    assert np.abs(whole).max() > 0.05
+    assert_delayed(y, whole, chain.latency_samples, atol=1e-5)

@@ -259,3 +259,139 @@ def test_hostile_torchscript_files(tmp_path, module, meta, message):
 def test_plain_torchscript_file_loads(tmp_path):
     module, meta = engine.load_torchscript(_script(tmp_path, nn.Identity(), GOOD_META))
     assert meta == GOOD_META
+
+
+# -- arguments and input to the library --------------------------------------------------------
+
+SR = 48000
+
+
+@pytest.fixture(scope="module")
+def identity_bwe():
+    return rtbwe.BandwidthExtender(nn.Identity(), sample_rate=SR)
+
+
+def _noise(channels: int = 1, samples: int = 4800, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((channels, samples))).astype(np.float32)
+
+
+ARGUMENT_ATTACKS = [  # (id, call(identity_bwe), exception, expected message)
+    ("extend-rate-inf", lambda b: rtbwe.extend(_noise(), math.inf, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-nan", lambda b: rtbwe.extend(_noise(), math.nan, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-zero", lambda b: rtbwe.extend(_noise(), 0, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-negative", lambda b: rtbwe.extend(_noise(), -1, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-1", lambda b: rtbwe.extend(_noise(), 1, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-1e9", lambda b: rtbwe.extend(_noise(), 1e9, nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("extend-rate-string", lambda b: rtbwe.extend(_noise(), "48000", nn.Identity()),
+     ValueError, "8000 to 192000"),
+    ("buffer-size-none", lambda b: b.process(_noise(), SR, buffer_size=None),
+     ValueError, "buffer_size"),
+    ("buffer-size-zero-stream", lambda b: b.process(_noise(), SR, buffer_size=0, reset=False),
+     ValueError, "buffer_size"),
+    ("buffer-size-float", lambda b: b.process(_noise(), SR, buffer_size=512.5),
+     ValueError, "buffer_size"),
+    ("complex-input", lambda b: b.process(_noise().astype(np.complex64), SR),
+     ValueError, "complex64"),
+    ("chain-complex-input", lambda b: rtbwe.Chain([rtbwe.Delay(1)]).process(
+        _noise().astype(np.complex64), SR), ValueError, "complex64"),
+    ("chain-buffer-size-none", lambda b: rtbwe.Chain([rtbwe.Delay(1)]).process(
+        _noise(), SR, buffer_size=None), ValueError, "buffer_size"),
+    ("chain-same-extender-twice", lambda b: rtbwe.Chain([b, rtbwe.Delay(2), b]),
+     ValueError, "same BandwidthExtender object"),
+    ("live-block-zero", lambda b: rtbwe.live.LiveSession(b, SR, 0),
+     ValueError, "block_frames"),
+    ("live-channels-zero", lambda b: rtbwe.live.LiveSession(b, SR, 256, channels=0),
+     ValueError, "channels"),
+    ("live-buffer-blocks-zero", lambda b: rtbwe.live.LiveSession(b, SR, 256, buffer_blocks=0),
+     ValueError, "buffer_blocks"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [row[1:] for row in ARGUMENT_ATTACKS],
+                         ids=[row[0] for row in ARGUMENT_ATTACKS])
+def test_hostile_arguments_raise_clear_errors(identity_bwe, call, error, message):
+    import rtbwe.live  # noqa: F401  (the live rows)
+
+    started = time.perf_counter()
+    with pytest.raises(error, match=message):
+        call(identity_bwe)
+    assert time.perf_counter() - started < 10.0
+
+
+def test_chain_scales_int16_like_the_extender(identity_bwe):
+    x16 = (_noise(2) * 32767).astype(np.int16)
+    direct = identity_bwe.process(x16, SR)
+    chained = rtbwe.Chain([identity_bwe]).process(x16, SR)
+    np.testing.assert_allclose(chained, direct, atol=1e-6)
+    assert 0.05 < np.sqrt(np.mean(chained ** 2)) < 0.2  # scaled to [-1, 1), not 3000
+
+
+def test_one_extender_in_two_live_chains_is_refused():
+    bwe = rtbwe.BandwidthExtender(nn.Identity(), sample_rate=SR)
+    first = rtbwe.Chain([bwe])
+    with pytest.raises(ValueError, match="already in another live Chain"):
+        rtbwe.Chain([rtbwe.Delay(1), bwe])
+    del first  # once the first chain is gone, the extender is free again
+    import gc
+
+    gc.collect()
+    rtbwe.Chain([bwe])
+
+
+class Sleepy(nn.Module):
+    """Identity whose forward, once armed, signals ``entered`` and sleeps ``sleep_s``."""
+
+    def __init__(self, sleep_s: float):
+        super().__init__()
+        import threading
+
+        self.sleep_s, self.armed, self.entered = sleep_s, False, threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.armed:
+            self.entered.set()
+            time.sleep(self.sleep_s)
+        return x
+
+
+@pytest.mark.parametrize("second_call", ["offline", "stream", "reset"])
+def test_concurrent_use_of_one_extender_raises_and_keeps_the_stream(second_call):
+    import threading
+
+    net = Sleepy(0.3)
+    bwe = rtbwe.BandwidthExtender(net, sample_rate=SR)
+    x = _noise(1, 48000)
+    net.armed = True
+    results: dict[str, np.ndarray] = {}
+    streamer = threading.Thread(target=lambda: results.update(
+        y=bwe.process(x, SR, reset=False)))
+    streamer.start()
+    assert net.entered.wait(5.0)
+    calls = {"offline": lambda: bwe.process(x, SR), "stream": lambda: bwe.process(
+        x, SR, reset=False), "reset": bwe.reset}
+    with pytest.raises(RuntimeError, match="another thread"):
+        calls[second_call]()
+    streamer.join()
+    net.armed = False
+    expected = rtbwe.BandwidthExtender(nn.Identity(), sample_rate=SR).process(x, SR, reset=False)
+    np.testing.assert_allclose(results["y"], expected, atol=1e-6)
+
+
+def test_one_long_streamed_block_is_batched_by_buffer_size():
+    bwe = rtbwe.BandwidthExtender(nn.Identity(), sample_rate=SR)
+    x = _noise(2, 5 * SR)
+    y = bwe.process(x, SR, buffer_size=4096, reset=False)
+    per_batch = 2 * (4096 // bwe.hop_samples + 1)
+    assert bwe.stats.largest_batch <= per_batch  # was all 938 windows at once
+    assert bwe._stream.capacity <= 4096           # buffers sized by buffer_size, not the block
+    small = rtbwe.BandwidthExtender(nn.Identity(), sample_rate=SR)
+    reference = np.concatenate([small.process(x[:, i:i + 1000], SR, reset=False)
+                                for i in range(0, x.shape[1], 1000)], axis=1)
+    np.testing.assert_allclose(y, reference, atol=1e-6)

@@ -285,3 +285,68 @@ def test_cli_live_missing_device_fails_before_loading_a_model(capsys):
     assert main(["live", "--input", "no-such-device-xyz", "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "no-such-device-xyz" in err and ("rtbwe devices" in err or "no devices" in err)
+
+
+def longest_zero_run(y: np.ndarray) -> int:
+    """Longest run of frames (frames, channels) that are exactly 0.0 in every channel."""
+    longest = run = 0
+    for silent in np.all(y == 0.0, axis=1):
+        run = run + 1 if silent else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("fallback_latency", [5, 700])
+def test_worker_far_behind_never_plays_priming_silence(fallback_latency):
+    """Issue 13: after skipping ahead the worker reset the processor and published its
+    priming zeros as if they were audio, so the speakers played up to ``latency_samples`` of
+    digital silence. Now every frame is the processed or the dry input, never a gap."""
+    block = 256
+    session = LiveSession(Scale(latency=fallback_latency), SR, block, buffer_blocks=2)
+    x = signal(block * 600, seed=4)
+    blocks_in_ring = session.input_ring.capacity_frames // block
+    behind = set(range(10, 10 + blocks_in_ring)) | set(range(300, 300 + blocks_in_ring))
+    y = drive(session, x, block, skip_work=behind)
+    assert session.stats.dropped_frames > 0 and session.stats.primed_frames > 0
+    d = session.latency_frames
+    assert longest_zero_run(y[d:]) == 0
+    delayed = x[:len(x) - d]
+    processed = np.isclose(y[d:], 0.5 * delayed, atol=1e-7)
+    dry = np.isclose(y[d:], delayed, atol=1e-7)
+    assert np.all(processed | dry)  # nothing stale, nothing invented
+
+
+def test_too_slow_model_on_the_worker_thread_keeps_output_continuous():
+    """A network twice too slow for real time, in a real worker thread, with callbacks paced
+    in real time: the output holds no run of zeros longer than a few samples."""
+    import threading
+    import time
+
+    torch = pytest.importorskip("torch")
+    from rtbwe.processor import BandwidthExtender
+
+    class SlowIdentity(torch.nn.Module):
+        def forward(self, x):
+            if armed.is_set():
+                time.sleep(0.04 * x.shape[0])  # 40 ms per 10.7 ms hop: 3.7x too slow
+            return x
+
+    armed = threading.Event()
+    block = 256
+    session = LiveSession(BandwidthExtender(SlowIdentity(), sample_rate=SR), SR, block)
+    armed.set()
+    t = np.arange(int(2.0 * SR)) / SR
+    x = (0.3 * np.sin(2 * np.pi * 441.3 * t) + 0.05).astype(np.float32)[:, None]  # never 0
+    y = np.zeros_like(x)
+    outdata = np.zeros((block, 1), np.float32)
+    with session:
+        started = time.perf_counter()
+        for k, start in enumerate(range(0, len(x) - block + 1, block)):
+            wait = started + k * block / SR - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            session.callback(x[start:start + block], outdata, block, None, NO_FLAGS)
+            y[start:start + block] = outdata
+    assert session.error is None
+    assert session.stats.late_frames > 0 or session.stats.dropped_frames > 0
+    assert longest_zero_run(y[session.latency_frames:len(x) - block]) <= 4
