@@ -76,14 +76,19 @@ def open_writer(temporary: Path, output_path: Path, rate: int, channels: int,
 
 
 def extend_file(input_path: Path, output_path: Path, bwe, progress=None,
-                subtype: str | None = None, overwrite: bool = False) -> dict[str, float]:
+                subtype: str | None = None, overwrite: bool = False,
+                limit_db: float | None = None) -> dict[str, float]:
     """Extend ``input_path`` into ``output_path`` at ``bwe.sample_rate``; returns timings.
 
     ``output_path`` appears only when the whole file succeeded (:func:`atomic_output`);
     ``progress.update(seconds)`` (a tqdm bar, or None) advances by the input audio read.
     ``subtype`` is PCM_16, PCM_24 or FLOAT (default: FLOAT for wav, PCM_24 for flac/aiff).
-    Result keys: duration_s, compute_s, source_rate, rt_factor, samples, channels, peak.
+    ``limit_db``: run :class:`rtbwe.level.PeakLimiter` at this dBFS on the output (None: no).
+    Result keys: duration_s, compute_s, source_rate, rt_factor, samples, channels, peak,
+    clipped_samples (above full scale, :mod:`rtbwe.level`), limited_frames.
     """
+    from .level import ClipCounter, PeakLimiter
+
     rate = bwe.sample_rate
     with open_input(input_path) as source:
         channels, source_rate = source.num_channels, source.samplerate
@@ -94,6 +99,8 @@ def extend_file(input_path: Path, output_path: Path, bwe, progress=None,
         block = int(BLOCK_SECONDS * rate)
         skip = bwe.latency_samples  # output before this is priming silence
         written, compute_s, peak = 0, 0.0, 0.0
+        clips = ClipCounter()
+        limiter = PeakLimiter(rate, limit_db) if limit_db is not None else None
         bwe.reset()
         with atomic_output(output_path, overwrite) as temporary, \
                 open_writer(temporary, output_path, rate, channels, subtype) as writer:
@@ -125,13 +132,18 @@ def extend_file(input_path: Path, output_path: Path, bwe, progress=None,
                 drop = min(skip, out.shape[1])
                 skip -= drop
                 keep = out[:, drop:][:, :max(0, total - written)]
+                if limiter is not None:
+                    keep = limiter.process(keep)
+                clips.update(keep)
                 if keep.size:
                     peak = max(peak, float(np.abs(keep).max()))
                 writer.write(keep)
                 written += keep.shape[1]
     return {"duration_s": duration_s, "compute_s": compute_s, "source_rate": source_rate,
             "rt_factor": compute_s / duration_s, "samples": written, "channels": channels,
-            "peak": peak}
+            "peak": peak, "clipped_samples": clips.clipped_samples,
+            "total_samples": clips.total_samples,
+            "limited_frames": limiter.limited_frames if limiter else 0}
 
 
 def output_warnings(result: dict[str, float], output_path: Path) -> list[str]:
@@ -139,7 +151,11 @@ def output_warnings(result: dict[str, float], output_path: Path) -> list[str]:
 
     ``result`` is :func:`extend_file`'s, with ``peak`` the largest absolute output sample.
     """
-    return []
+    from .level import clip_warning
+
+    line = clip_warning(result.get("clipped_samples", 0), result.get("total_samples", 0),
+                        result.get("peak", 0.0))
+    return [line] if line else []
 
 
 def summary_line(job: Job, result: dict[str, float], bwe) -> str:
@@ -223,7 +239,7 @@ def run_process(args: argparse.Namespace) -> int:
             bar.set_description(job.input_path.name if len(jobs) > 1 else "")
             try:
                 result = extend_file(job.input_path, job.output_path, bwe, bar, args.subtype,
-                                     args.overwrite)
+                                     args.overwrite, args.limit)
             except (CliError, ValueError) as err:
                 bar.write(f"rtbwe process: error: {err}", file=sys.stderr)
                 failed.append(job.input_path)
@@ -276,6 +292,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace outputs that exist (default: refuse and write nothing)")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip inputs whose output exists (to resume a batch)")
+    p.add_argument("--limit", nargs="?", type=float, const=-1.0, default=None,
+                   metavar="DBFS", help="limit output peaks to DBFS (default -1) with a "
+                   "zero-latency peak limiter; without it, samples above full scale are "
+                   "written as computed and counted in a warning (see rtbwe.level)")
     p.add_argument("--subtype", choices=tuple(SUBTYPE_BITS), default=None,
                    help="output sample format (default: FLOAT for .wav, PCM_24 for .flac/.aiff; "
                    "not for .ogg/.mp3)")
