@@ -112,43 +112,133 @@ def decay_per_frame(sample_rate: int, hop_samples: int,
     return float(np.exp(-hop_samples / (time_constant_s * sample_rate)))
 
 
+# Layout 2 (conditioned models with 48 condition values): the whole band, 0.5-24 kHz in
+# 47 bands of 500 Hz, in dB relative to the 0.5-2.5 kHz level, plus one value: where the
+# network's band starts (the detected bandwidth, rtbwe.bandwidth) as a fraction of Nyquist.
+WIDE_LOW_HZ, WIDE_HIGH_HZ, WIDE_WIDTH_HZ = 500.0, 24000.0, 500.0
+WIDE_REFERENCE_HZ = (500.0, 2500.0)
+WIDE_NUM_BANDS = int(round((WIDE_HIGH_HZ - WIDE_LOW_HZ) / WIDE_WIDTH_HZ))  # 47
+WIDE_BANDS = WIDE_NUM_BANDS + 1  # 48: the bands and the extension cutoff
+LAYOUTS = (NUM_BANDS, WIDE_BANDS)
+MIN_HISTORY_S = 0.5  # the bandwidth is unknown (NaN) until this much audio has been seen
+
+
+def check_layout(bands: int) -> None:
+    if bands not in LAYOUTS and bands != 0:
+        raise ValueError(f"the model takes {bands} condition values; this version of "
+                         f"rtbwe.conditioning makes {NUM_BANDS} (layout 1) or {WIDE_BANDS} "
+                         "(layout 2)")
+
+
+@lru_cache(maxsize=16)
+def _wide_pooling(sample_rate: int, window_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bins, WIDE_NUM_BANDS) 0/1 pooling over all rfft bins, and the reference-band mask."""
+    freqs_hz = np.fft.rfftfreq(window_samples, 1.0 / sample_rate)
+    if freqs_hz[-1] < WIDE_HIGH_HZ - WIDE_WIDTH_HZ:
+        raise ValueError(f"layout-2 conditioning needs sample_rate >= 48000, got {sample_rate}")
+    band = np.floor((freqs_hz - WIDE_LOW_HZ) / WIDE_WIDTH_HZ).astype(np.int64)
+    band[freqs_hz >= WIDE_HIGH_HZ] = WIDE_NUM_BANDS - 1  # Nyquist joins the top band
+    pooling = (band[:, None] == np.arange(WIDE_NUM_BANDS)[None, :]).astype(np.float64)
+    centres = WIDE_LOW_HZ + WIDE_WIDTH_HZ * (np.arange(WIDE_NUM_BANDS) + 0.5)
+    reference = (centres > WIDE_REFERENCE_HZ[0]) & (centres < WIDE_REFERENCE_HZ[1])
+    return pooling, reference
+
+
+def full_bin_power(frames: np.ndarray) -> np.ndarray:
+    """Hann-windowed power of every rfft bin: frames (rows, window) -> (rows, window//2 + 1)."""
+    spectrum = np.fft.rfft(frames * _hann(frames.shape[-1]), axis=-1)
+    return spectrum.real ** 2 + spectrum.imag ** 2
+
+
+def conditions_from_power(power: np.ndarray, cutoff_hz: np.ndarray, bands: int,
+                          sample_rate: int, window_samples: int) -> np.ndarray:
+    """Long-term powers of all bins (rows, bins) and each row's extension cutoff (rows,) Hz
+    -> conditions (rows, bands) float32 in layout ``bands`` (40 or 48)."""
+    if bands == NUM_BANDS:
+        first, last, _ = band_bins(sample_rate, window_samples)
+        return to_condition(pool_bands(power[:, first:last], sample_rate, window_samples))
+    check_layout(bands)
+    pooling, reference = _wide_pooling(sample_rate, window_samples)
+    band_power = power @ pooling
+    ref = band_power[:, reference].mean(axis=1, keepdims=True)
+    ratio = (band_power + 1e-9 * ref + 1e-30) / (ref + 1e-30)
+    db = np.clip(10.0 * np.log10(ratio), FLOOR_DB, CEILING_DB) / SCALE_DB
+    out = np.empty((power.shape[0], bands), np.float32)
+    out[:, :-1] = db
+    out[:, -1] = np.asarray(cutoff_hz) / (sample_rate / 2.0)
+    return out
+
+
 class SpectrumTracker:
-    """Causal long-term band powers per channel; :meth:`update` gives each frame's condition.
+    """Causal long-term power spectrum per channel; :meth:`update` gives each frame's
+    condition (for a conditioned model) and the input's bandwidth (:mod:`rtbwe.bandwidth`).
 
     Args:
         channels: independent channels (each has its own average).
         sample_rate, window_samples, hop_samples: the processor's framing.
+        condition_bands: the model's condition length (0: none, 40: layout 1, 48: layout 2).
         time_constant_s: the exponential average's time constant.
+
+    ``bandwidth_hz`` (channels,) is the latest estimate per channel: NaN until
+    ``MIN_HISTORY_S`` of audio has been seen or while the input is silent, the Nyquist
+    frequency for a full-band input.
     """
 
     def __init__(self, channels: int, sample_rate: int, window_samples: int, hop_samples: int,
-                 time_constant_s: float = TIME_CONSTANT_S):
-        band_bins(sample_rate, window_samples)  # validates the geometry
+                 condition_bands: int = NUM_BANDS, time_constant_s: float = TIME_CONSTANT_S):
+        check_layout(condition_bands)
+        if condition_bands == NUM_BANDS:
+            band_bins(sample_rate, window_samples)  # validates the geometry
         self.channels, self.sample_rate = channels, sample_rate
-        self.window_samples = window_samples
+        self.window_samples, self.condition_bands = window_samples, condition_bands
         self.decay = decay_per_frame(sample_rate, hop_samples, time_constant_s)
-        self.sums = np.zeros((channels, NUM_BANDS), np.float64)
+        self.min_frames = MIN_HISTORY_S * sample_rate / hop_samples
+        self.sums = np.zeros((channels, window_samples // 2 + 1), np.float64)
         self.weights = np.zeros(channels, np.float64)
+        self.frames_seen = 0
+        self.bandwidth_hz = np.full(channels, np.nan)
 
     def clear(self) -> None:
         self.sums.fill(0.0)
         self.weights.fill(0.0)
+        self.frames_seen = 0
+        self.bandwidth_hz.fill(np.nan)
 
-    def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray) -> None:
+    def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray | None,
+               cutoffs_hz: np.ndarray | None = None) -> None:
         """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
-        rows in the same order, (channels * num_frames, NUM_BANDS) float32."""
+        rows in the same order, (channels * num_frames, condition_bands) float32 (None for
+        an unconditioned model), and ``cutoffs_hz`` (channels * num_frames,) float64: where
+        each window's network band starts (:func:`rtbwe.bandwidth.extension_cutoff_hz`)."""
+        from .bandwidth import detect_bandwidth_hz, extension_cutoff_hz
+
         rows = self.channels * num_frames
         # a glitch far over full scale must not own the average for minutes
         clipped = np.clip(frames[:rows], -MAX_SAMPLE, MAX_SAMPLE)
-        power = pool_bands(bin_power(clipped, self.sample_rate), self.sample_rate,
-                           self.window_samples).reshape(self.channels, num_frames, NUM_BANDS)
+        power = full_bin_power(clipped).reshape(self.channels, num_frames, -1)
         averaged = np.empty_like(power)
+        known = np.empty(num_frames, bool)
         for f in range(num_frames):
             self.sums *= self.decay
             self.sums += power[:, f]
             self.weights = self.weights * self.decay + 1.0
             averaged[:, f] = self.sums / self.weights[:, None]
-        out[:rows] = to_condition(averaged).reshape(rows, NUM_BANDS)
+            self.frames_seen += 1
+            known[f] = self.frames_seen >= self.min_frames
+        averaged = averaged.reshape(rows, -1)
+        bandwidth = np.full((self.channels, num_frames), np.nan)
+        if known.any():
+            bandwidth[:, known] = detect_bandwidth_hz(
+                averaged.reshape(self.channels, num_frames, -1)[:, known].reshape(
+                    -1, averaged.shape[1]), self.sample_rate,
+                self.window_samples).reshape(self.channels, -1)
+        self.bandwidth_hz = bandwidth[:, -1].copy()
+        cutoff = extension_cutoff_hz(bandwidth.reshape(rows), self.sample_rate)
+        if cutoffs_hz is not None:
+            cutoffs_hz[:rows] = cutoff
+        if out is not None and self.condition_bands:
+            out[:rows] = conditions_from_power(averaged, cutoff, self.condition_bands,
+                                               self.sample_rate, self.window_samples)
 
 
 def signal_bin_power(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,

@@ -23,6 +23,7 @@ Two ways to use it:
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -91,3 +92,84 @@ class PassbandLock(nn.Module):
         """x (batch, 1, samples), and a condition (batch, bands) if the model takes one."""
         y = self.model(x) if condition is None else self.model(x, condition)
         return x + self.highpass(y - x)
+
+
+# ---- the lock that follows the detected bandwidth (one cutoff per window) -------------------
+CUTOFF_STEP_HZ = 10.0  # cutoffs are rounded to this, so their responses can be cached
+
+
+@lru_cache(maxsize=512)
+def _band_taps(sample_rate: int, low_hz: float, high_hz: float, taps: int) -> np.ndarray:
+    """Zero-phase FIR (taps,) passing [low_hz, high_hz): high-pass at low_hz when high_hz is
+    the Nyquist frequency, else the difference of two Kaiser low-passes."""
+    nyquist_hz = sample_rate / 2
+    lowpass_high = (signal.firwin(taps, high_hz, fs=sample_rate, window=("kaiser", KAISER_BETA))
+                    if high_hz < nyquist_hz else np.eye(1, taps, taps // 2)[0])
+    lowpass_low = signal.firwin(taps, low_hz, fs=sample_rate, window=("kaiser", KAISER_BETA))
+    return lowpass_high - lowpass_low
+
+
+def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | None,
+                   n_fft: int, taps: int = DEFAULT_TAPS) -> np.ndarray:
+    """(rows, n_fft // 2 + 1) complex responses of :func:`_band_taps` per row, with the
+    taps centred (so a product of spectra is the 'same'-length correlation of conv1d)."""
+    nyquist_hz = sample_rate / 2
+    step = CUTOFF_STEP_HZ
+    low = np.clip(np.round(np.asarray(low_hz, float) / step) * step, step, nyquist_hz - step)
+    high = (np.full_like(low, nyquist_hz) if high_hz is None else
+            np.clip(np.round(np.asarray(high_hz, float) / step) * step, low + step, nyquist_hz))
+    out = np.empty((low.size, n_fft // 2 + 1), np.complex128)
+    for key in set(zip(low.tolist(), high.tolist())):
+        rows = (low == key[0]) & (high == key[1])
+        out[rows] = np.fft.rfft(_band_taps(int(sample_rate), key[0], key[1], taps), n_fft)
+    return out
+
+
+class DetectedBandLock:
+    """The network changes only the band above each window's extension cutoff
+    (:func:`rtbwe.bandwidth.extension_cutoff_hz`): per window,
+    ``out = input + highpass_cutoff(out - input)`` with the same Kaiser FIR as
+    :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known) returns the
+    input exactly. Applied between the engine and the overlap-add, so every backend gets it
+    and streaming still equals offline.
+    """
+
+    def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS):
+        self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
+        self.n_fft = 1 << int(np.ceil(np.log2(window_samples + taps - 1)))
+        self.nyquist_hz = sample_rate / 2
+
+    def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
+              cutoffs_hz: np.ndarray) -> None:
+        """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place."""
+        cutoff = cutoffs_hz[:rows]
+        extend = cutoff < self.nyquist_hz
+        if not extend.all():
+            outputs[:rows][~extend] = inputs[:rows][~extend]
+        if not extend.any():
+            return
+        index = np.flatnonzero(extend)
+        residual = outputs[index] - inputs[index]
+        spectrum = np.fft.rfft(residual, self.n_fft, axis=1)
+        spectrum *= band_responses(self.sample_rate, cutoff[index], None, self.n_fft, self.taps)
+        half = self.taps // 2
+        high = np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
+        outputs[index] = inputs[index] + high.astype(np.float32)
+
+
+def lock_to_band(x: torch.Tensor, y: torch.Tensor, sample_rate: int, low_hz: np.ndarray,
+                 high_hz: np.ndarray | None = None, taps: int = DEFAULT_TAPS) -> torch.Tensor:
+    """Training form of :class:`DetectedBandLock`: x, y (batch, 1, samples) ->
+    ``x + band(y - x)``, the band ``[low_hz, high_hz)`` per row (high: each target's own
+    bandwidth, so the network is never asked to synthesise above what its target holds;
+    None = Nyquist). Rows with ``low_hz`` at Nyquist return x. Differentiable in y."""
+    n = x.shape[-1]
+    n_fft = 1 << int(np.ceil(np.log2(n + taps - 1)))
+    low = np.asarray(low_hz, float)
+    extend = torch.from_numpy(low < sample_rate / 2).to(x.device)[:, None, None]
+    response = torch.from_numpy(band_responses(sample_rate, np.minimum(low, sample_rate / 2 - 20),
+                                               high_hz, n_fft, taps)).to(x.device)
+    spectrum = torch.fft.rfft(y - x, n_fft) * response[:, None, :].to(torch.complex64)
+    half = taps // 2
+    band = torch.fft.irfft(spectrum, n_fft)[..., half:half + n]
+    return x + torch.where(extend, band, torch.zeros_like(band))

@@ -41,6 +41,7 @@ DEFAULT_SAMPLE_RATE = 48000
 MAX_CHANNELS = 8
 RATE_RANGE_HZ = (8000, 192000)  # what rtbwe.extend and `rtbwe process` accept
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript")
+PASSBAND_MODES = ("detected", "free")
 
 
 def resolve_model(model: str | Path | nn.Module, sample_rate: int | None
@@ -154,13 +155,18 @@ class BandwidthExtender:
             samples at 48 kHz, chosen by measurement; the paper's 20 / 10 ms also works).
         num_threads: torch intra-op threads (process-wide); None keeps torch's setting.
         backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
-        keep_below_hz: keep the input's passband: below this frequency the output is the
-            input, only the band above comes from the network (:mod:`rtbwe.passband`). For
-            input with a flat passband (Butterworth, codecs, resamplers); None (default) lets
-            the network also equalise the passband, as trained. No added latency.
+        keep_below_hz: keep the input's passband below this fixed frequency: the output is
+            the input there, only the band above comes from the network
+            (:mod:`rtbwe.passband`). None (default): follow ``passband``.
+        passband: ``"detected"`` (default): the output keeps the input below its detected
+            bandwidth (:mod:`rtbwe.bandwidth`), window by window, and a full-band input
+            comes out unchanged; the network fills only what is missing. ``"free"``: the
+            network's output as is (it may also change the passband, as models trained
+            before the detection did). No added latency either way.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
-    ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy).
+    ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy),
+    ``input_bandwidth_hz`` (the detected bandwidth of the last audio, None until known).
 
     Threads: one extender holds one stream, used from one thread at a time. ``process``,
     ``reset`` and ``prepare`` hold a lock; a call that finds it held by another thread raises
@@ -174,13 +180,20 @@ class BandwidthExtender:
     def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
                  device: str = "auto", window_ms: float = DEFAULT_WINDOW_MS,
                  hop_ms: float = DEFAULT_HOP_MS, num_threads: int | None = None,
-                 backend: str = "auto", keep_below_hz: float | None = None):
+                 backend: str = "auto", keep_below_hz: float | None = None,
+                 passband: str = "detected"):
+        if passband not in PASSBAND_MODES:
+            raise ValueError(f"passband must be one of {', '.join(PASSBAND_MODES)}, got "
+                             f"{passband!r}")
         module, self.sample_rate = resolve_model(model, sample_rate)
         self.keep_below_hz = None if keep_below_hz is None else float(keep_below_hz)
         if self.keep_below_hz is not None:
             from .passband import PassbandLock
 
             module = PassbandLock(module, self.sample_rate, self.keep_below_hz)
+        # a fixed lock replaces the detected one
+        self.passband = "fixed" if self.keep_below_hz is not None else passband
+        self._band_lock = self.passband == "detected"
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
         if not 0 < self.hop_samples <= self.window_samples:
@@ -227,6 +240,13 @@ class BandwidthExtender:
         return self.engine.device
 
     @property
+    def input_bandwidth_hz(self) -> float | None:
+        """The input's detected bandwidth in Hz (:mod:`rtbwe.bandwidth`; the widest channel's,
+        Nyquist for full band), from the last audio processed; None until 0.5 s of
+        non-silent audio has been seen."""
+        return self._stats.input_bandwidth_hz
+
+    @property
     def stats(self) -> ProcessorStats:
         return replace(self._stats)
 
@@ -257,7 +277,8 @@ class BandwidthExtender:
     def _new_stream(self, channels: int, block_samples: int) -> StreamState:
         tracker = make_tracker(self.engine, channels, self.sample_rate, self.window_samples,
                                self.hop_samples)
-        return StreamState(channels, self.window, self.hop_samples, block_samples, tracker)
+        return StreamState(channels, self.window, self.hop_samples, block_samples, tracker,
+                           self.engine, self._band_lock)
 
     def _check_rate(self, sample_rate: float) -> None:
         if sample_rate != self.sample_rate:
@@ -296,7 +317,8 @@ class BandwidthExtender:
                                  "clean it first (e.g. np.nan_to_num) or stream it with "
                                  "reset=False, which replaces such samples with zeros")
             return (process_offline(audio, self.engine, self.window, self.hop_samples,
-                                    buffer_size, self._stats, self.sample_rate)
+                                    buffer_size, self._stats, self.sample_rate,
+                                    self._band_lock)
                     if n else audio.copy())
         if self._stream is None or (self._fresh and self._stream.channels != channels):
             self._stream = self._new_stream(channels, min(n, buffer_size))
@@ -321,6 +343,7 @@ class BandwidthExtender:
                 f"{self.window_samples}, hop_samples={self.hop_samples}, latency_samples="
                 f"{self.latency_samples}, backend={self.backend!r}, device='{self.device}'"
                 + ("" if self.keep_below_hz is None else f", keep_below_hz={self.keep_below_hz:g}")
+                + ("" if self.passband != "free" else ", passband='free'")
                 + ")")
 
 

@@ -1,9 +1,11 @@
 """The windowed data path: framing kernel -> engine (one batch) -> overlap-add kernel.
 
-A conditioned model (:mod:`rtbwe.conditioning`) adds one step between framing and the
-engine: a :class:`~rtbwe.conditioning.SpectrumTracker` turns each input window, in time
-order, into that window's condition (the long-term spectrum so far), so streaming and
-offline still see the same windows and the same conditions.
+Between framing and the engine, a :class:`~rtbwe.conditioning.SpectrumTracker` turns each
+input window, in time order, into the long-term spectrum so far: the input's bandwidth
+(:mod:`rtbwe.bandwidth`) and, for a conditioned model, that window's condition. After the
+engine, a :class:`~rtbwe.passband.DetectedBandLock` keeps each window's input below its
+detected bandwidth (and the whole window when the input is full band), so the network only
+fills what is missing. Streaming and offline see the same windows, conditions and cutoffs.
 
 Both forms below compute the same signal ``y``, so streaming output equals offline output
 shifted by the latency, for any block partition.
@@ -32,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .conditioning import NUM_BANDS, SpectrumTracker
+from .conditioning import SpectrumTracker, check_layout
 from .engine import InferenceEngine
+from .passband import DetectedBandLock
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ProcessorStats:
     nonfinite_input_samples: int = 0   # NaN/Inf input samples replaced by 0 (streaming)
     nonfinite_output_samples: int = 0  # NaN/Inf network outputs replaced by 0
     engine_seconds: float = 0.0        # wall time inside the network
+    input_bandwidth_hz: float | None = None  # detected bandwidth (widest channel); None: unknown
 
     def count_batch(self, rows: int, seconds: float) -> None:
         self.batches += 1
@@ -66,19 +70,47 @@ def run_batch(engine: InferenceEngine, frames: np.ndarray, rows: int,
 
 
 def make_tracker(engine: InferenceEngine, channels: int, sample_rate: int,
-                 window_samples: int, hop_samples: int) -> SpectrumTracker | None:
-    """A fresh tracker if the engine's model takes conditions, else None."""
-    if not engine.condition_bands:
-        return None
-    if engine.condition_bands != NUM_BANDS:
-        raise ValueError(f"the model takes {engine.condition_bands} condition bands; this "
-                         f"version of rtbwe.conditioning makes {NUM_BANDS}")
-    return SpectrumTracker(channels, sample_rate, window_samples, hop_samples)
+                 window_samples: int, hop_samples: int) -> SpectrumTracker:
+    """A fresh tracker making the engine's model's condition layout (none, 40 or 48)."""
+    check_layout(engine.condition_bands)
+    return SpectrumTracker(channels, sample_rate, window_samples, hop_samples,
+                           engine.condition_bands)
+
+
+class WindowPath:
+    """Per-batch steps around the engine: track (conditions, cutoffs) -> network -> lock.
+
+    Args:
+        lock: True: the network changes only the band above each window's detected
+            bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); False: its output as is.
+    """
+
+    def __init__(self, engine: InferenceEngine, tracker: SpectrumTracker, rows: int,
+                 lock: bool):
+        self.engine, self.tracker = engine, tracker
+        window_samples = engine.window_samples
+        self.conditions = (np.zeros((rows, engine.condition_bands), np.float32)
+                           if engine.condition_bands else None)
+        self.cutoffs_hz = np.zeros(rows, np.float64)
+        self.lock = DetectedBandLock(tracker.sample_rate, window_samples) if lock else None
+        self.inputs = np.zeros((rows, window_samples), np.float32) if lock else None
+
+    def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
+        """frames (channels * num_frames, window) in place: input windows -> output ones."""
+        rows = self.tracker.channels * num_frames
+        self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz)
+        widest = np.nanmax(self.tracker.bandwidth_hz, initial=-1.0)
+        stats.input_bandwidth_hz = float(widest) if widest > 0 else None
+        if self.lock is not None:
+            self.inputs[:rows] = frames[:rows]
+        run_batch(self.engine, frames, rows, stats, self.conditions)
+        if self.lock is not None:
+            self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz)
 
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
                     hop_samples: int, buffer_size: int, stats: ProcessorStats,
-                    sample_rate: int = 48000) -> np.ndarray:
+                    sample_rate: int = 48000, lock: bool = True) -> np.ndarray:
     """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
 
     Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
@@ -95,14 +127,12 @@ def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarr
     group = max(1, buffer_size // hop_samples)
     frames = np.empty((channels * min(group, num_frames), window_samples), np.float32)
     tracker = make_tracker(engine, channels, sample_rate, window_samples, hop_samples)
-    conditions = np.empty((frames.shape[0], NUM_BANDS), np.float32) if tracker else None
+    path = WindowPath(engine, tracker, frames.shape[0], lock)
     for first in range(0, num_frames, group):
         count = min(group, num_frames - first)
         start = first * hop_samples
         kernels.frame_signal(padded, start, hop_samples, count, frames)
-        if tracker is not None:
-            tracker.update(frames, count, conditions)
-        run_batch(engine, frames, channels * count, stats, conditions)
+        path.run(frames, count, stats)
         kernels.overlap_add(frames, count, window, hop_samples, acc, weight_sum, start)
     out = np.empty((channels, n), np.float32)
     kernels.normalise(acc, weight_sum, context, n, out, 0)
@@ -117,9 +147,11 @@ class StreamState:
     """
 
     def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
-                 block_samples: int = 8192, tracker: SpectrumTracker | None = None):
+                 block_samples: int = 8192, tracker: SpectrumTracker | None = None,
+                 engine: InferenceEngine | None = None, lock: bool = True):
         self.channels = channels
         self.tracker = tracker
+        self.engine, self.lock = engine, lock
         self.window = window
         self.window_samples = window.shape[0]
         self.hop_samples = hop_samples
@@ -136,8 +168,8 @@ class StreamState:
         old = self.__dict__.copy() if self.capacity else None
         self.inbuf = np.zeros((c, w - 1 + block_samples), np.float32)
         self.frames = np.zeros((c * max_frames, w), np.float32)
-        self.conditions = (np.zeros((c * max_frames, NUM_BANDS), np.float32)
-                           if self.tracker is not None else None)
+        self.path = (WindowPath(self.engine, self.tracker, c * max_frames, self.lock)
+                     if self.tracker is not None and self.engine is not None else None)
         self.acc = np.zeros((c, (max_frames - 1) * h + w), np.float32)
         self.weight_sum = np.zeros((max_frames - 1) * h + w, np.float32)
         self.outbuf = np.zeros((c, self.latency_samples + max_frames * h + block_samples),
@@ -172,11 +204,10 @@ class StreamState:
             block, self.inbuf, self.in_fill, self.hop_samples, self.frames)
         stats.nonfinite_input_samples += replaced
         if num_frames:
-            if self.tracker is not None:
-                self.tracker.update(self.frames, num_frames, self.conditions)
-            started = time.perf_counter()
-            engine.run(self.frames, self.channels * num_frames, self.frames, self.conditions)
-            stats.count_batch(self.channels * num_frames, time.perf_counter() - started)
+            if self.path is not None:
+                self.path.run(self.frames, num_frames, stats)
+            else:
+                run_batch(engine, self.frames, self.channels * num_frames, stats)
             skip = min(self.discard, num_frames * self.hop_samples)  # y before t = 0
             self.discard -= skip
             self.out_fill, replaced = kernels.accumulate_and_emit(

@@ -228,6 +228,6 @@ def test_stream_survives_bad_audio_with_conditions(cond_net):
         assert out.shape == block.shape and np.isfinite(out).all()
     assert bwe.stats.nonfinite_input_samples == 101
     tracker = bwe._stream.tracker
-    assert np.isfinite(tracker.sums).all() and np.isfinite(bwe._stream.conditions).all()
+    assert np.isfinite(tracker.sums).all() and np.isfinite(bwe._stream.path.conditions).all()
     # the 1e30 burst is clipped before it enters the average (unclipped: ~1e63)
     assert tracker.sums.max() < 1e9
