@@ -117,6 +117,25 @@ def model_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8,
     return run
 
 
+def validation_split(files: dict[str, list[Path]], log: Callable[[str], None]
+                     ) -> tuple[list[Path], list[Path]]:
+    """Training and validation files. Without a validation split (a tiny corpus) the last tenth
+    of the training files, at least one, is held out for validation, and the log says so; the
+    test split is never used to choose weights."""
+    train, validation = list(files["train"]), list(files["validation"])
+    if validation:
+        return train, validation
+    if len(train) < 2:
+        raise ValueError(f"the data has no validation split and {len(train)} training file(s); "
+                         "need at least 2 training files to hold one out for validation (the "
+                         "test split is never used for it)")
+    held = max(1, len(train) // 10)
+    log(f"data: no validation split: held out {held} of {len(train)} training files for "
+        f"validation ({', '.join(p.name for p in train[-held:][:3])}"
+        f"{' ...' if held > 3 else ''}); the test split stays unseen")
+    return train[:-held], train[-held:]
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] = print):
         self.cfg, self.run_dir, self.log = config, Path(run_dir), log
@@ -132,10 +151,10 @@ class Trainer:
             self.opt, T_0=config.restart_steps, eta_min=config.lr_min)
         files = dataset_files(config.data, config.data_kind, config.seed)
         self.data_hash = manifest_hash(config.data)
-        train = AudioPool.load(files["train"], config.sample_rate, config.max_track_seconds,
+        train_files, val_files = validation_split(files, self.log)
+        train = AudioPool.load(train_files, config.sample_rate, config.max_track_seconds,
                                config.train_limit)
-        val = AudioPool.load(files["validation"] or files["test"], config.sample_rate,
-                             config.max_track_seconds, limit=64)
+        val = AudioPool.load(val_files, config.sample_rate, config.max_track_seconds, limit=64)
         self.log(f"data: {train.seconds / 60:.1f} min train in {len(train.tracks)} files, "
                  f"{val.seconds / 60:.1f} min validation")
         self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
@@ -205,9 +224,10 @@ class Trainer:
         val = self.val.evaluate(model_runner(self.model, self.device,
                                              sample_rate=self.cfg.sample_rate))
         self._write_row({"step": self.step, "seconds": self.elapsed, "split": "validation", **val})
-        self.log(f"step {self.step}: val seen SNR {val['seen_snr']:.2f} dB "
-                 f"(d{val['seen_dsnr']:+.2f}), unseen {val['unseen_snr']:.2f} dB "
-                 f"(d{val['unseen_dsnr']:+.2f}), LSD-HF {val['seen_lsd_hf']:.3f}")
+        self.log(f"step {self.step}: validation, seen filter: SNR {val['seen_snr']:.2f} dB "
+                 f"(ΔSNR {val['seen_dsnr']:+.2f} dB over the input), LSD-HF "
+                 f"{val['seen_lsd_hf']:.3f}; unseen filter: SNR {val['unseen_snr']:.2f} dB "
+                 f"(ΔSNR {val['unseen_dsnr']:+.2f} dB)")
         if val["avg_snr"] > self.best:
             self.best = val["avg_snr"]
             save_model(self.model, self.run_dir / "best", self.card(val))
@@ -286,8 +306,8 @@ class Trainer:
                 self._write_row({"step": self.step, "seconds": self.elapsed, "split": "train",
                                  "loss": loss_sum / loss_n, "lr": self.sched.get_last_lr()[0],
                                  "steps_per_s": rate})
-                self.log(f"[{self.cfg.name}] step {self.step}/{self.cfg.steps} "
-                         f"loss {loss_sum / loss_n:.3e} {rate:.2f} it/s eta {eta_min:.0f} min")
+                self.log(f"[{self.cfg.name}] step {self.step}/{self.cfg.steps}: training loss "
+                         f"{loss_sum / loss_n:.3e}, {rate:.2f} steps/s, {eta_min:.0f} min left")
                 t_last, steps_last, loss_sum, loss_n = now, self.step, 0.0, 0
             if self.step % self.cfg.val_every == 0 or self.step == self.cfg.steps:
                 last_val = self.validate()
