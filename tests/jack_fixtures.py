@@ -217,6 +217,55 @@ class JackLoop:
             client.close()
 
 
+def control_xruns(server_name: str, seconds: float) -> int:
+    """JACK xruns while a :class:`JackLoop` plays ``seconds`` straight into its own sink, with
+    no rtbwe in the graph: what the machine's load alone costs right now."""
+    loop = JackLoop(np.zeros(int(seconds * SAMPLE_RATE), np.float32), 0, server_name)
+    try:
+        loop.src.connect(loop.out_port, loop.in_port)
+        loop._armed = True
+        loop.wait_done(seconds + 5.0)
+        return loop.xruns_while_recording()
+    finally:
+        loop.close()
+
+
+class OtherWork:
+    """CPU time that processes other than this one and jackd used while it was open, in cores
+    (``/proc/stat`` busy time minus ours and jackd's, over the wall time): 0 on a quiet
+    machine, about 2 with two busy loops. None where ``/proc`` is missing."""
+
+    def __init__(self, jackd_pid: int) -> None:
+        self.jackd_pid = jackd_pid
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            fields = open("/proc/stat").readline().split()[1:]
+            busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))  # no idle
+            jackd = open(f"/proc/{self.jackd_pid}/stat").read().rsplit(")", 1)[1].split()
+            jackd_ticks = int(jackd[11]) + int(jackd[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        mine = os.times()
+        return (time.perf_counter(), (busy - jackd_ticks) / tick, mine.user + mine.system)
+
+    def cores(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        return max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2])) / max(wall, 1e-9)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def portaudio_ports(server_name: str) -> tuple[str, str]:
     """Names of the PortAudio client's first input and output ports on the JACK server."""
     import jack

@@ -14,8 +14,8 @@ import io
 import numpy as np
 import pytest
 
-from jack_fixtures import (JackLoop, jack_server, jack_server_generous,  # noqa: F401
-                           measured_delay, portaudio_ports)
+from jack_fixtures import (JackLoop, OtherWork, control_xruns, jack_server,  # noqa: F401
+                           jack_server_generous, load_average, measured_delay, portaudio_ports)
 
 SR = 48000
 
@@ -56,35 +56,82 @@ def run_through_jack(server, processor, x: np.ndarray, block: int, buffer_blocks
     return loop, summary, session
 
 
+ATTEMPTS = 3  # runs before a test that needs a clean real-time run gives up on this machine
+
+
+def trouble(loop, summary) -> str:
+    """What spoilt a run for a sample-exact comparison ('' for a clean run)."""
+    parts = [f"{n} {what}" for n, what in (
+        (loop.xruns_while_recording(), "JACK xruns"), (summary["xruns"], "PortAudio xruns"),
+        (summary["late_frames"], f"frames played dry (worker load {summary['worker_load']:.0%})"),
+        (summary["dropped_frames"], "dropped frames")) if n]
+    return ", ".join(parts)
+
+
+MAX_OTHER_CORES = 0.5  # other processes using more than this during a run: too busy for it
+
+
+def skip_or_fail(troubles: list[str], server_name: str, seconds: float,
+                 controls: list[int], other_cores: list[float | None]) -> None:
+    """After ATTEMPTS spoilt runs: skip, with the measurements, when other processes used more
+    than MAX_OTHER_CORES during every run (the xruns are the load's) or a control run with no
+    rtbwe in the graph also had xruns; otherwise fail."""
+    controls.append(control_xruns(server_name, seconds))
+    busy = [c for c in other_cores if c is not None]
+    report = (f"{'; '.join(troubles)}; other processes used {', '.join(f'{c:.2f}' for c in busy)}"
+              f" cores during the runs; control runs with no rtbwe client: {controls} JACK "
+              f"xruns; load average {load_average()}")
+    if any(controls) or (busy and min(busy) > MAX_OTHER_CORES):
+        pytest.skip(f"this machine did not keep real time in {ATTEMPTS} runs: {report}")
+    pytest.fail(f"real time failed on a machine with cores to spare: {report}")
+
+
 def test_identity_model_exact_delay_zero_xruns_over_5_s(jack_server_generous):
+    """Delay and signal exact in every run; zero xruns in a run, or a skip that says how loaded
+    the machine was (the same JACK clients without rtbwe also had xruns)."""
     server = jack_server_generous
     x = noise(5.2)
-    loop, summary, session = run_through_jack(server, identity_extender(), x,
-                                              block=server.period_frames)
-    total = summary["total_latency_frames"]
-    assert total == session.latency_frames + server.period_frames  # PortAudio's one block
-    assert measured_delay(loop.recorded, x, 2 * total) == total
-    np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
-    np.testing.assert_array_equal(loop.recorded[:total], 0.0)
-    assert loop.xruns_while_recording() == 0, "JACK reported xruns while recording"
-    assert summary["xruns"] == 0, "PortAudio CallbackFlags reported xruns"
-    assert summary["late_frames"] == 0 and summary["dropped_frames"] == 0
+    troubles, controls, others = [], [], []
+    for _attempt in range(ATTEMPTS):
+        other = OtherWork(server.process.pid)
+        loop, summary, session = run_through_jack(server, identity_extender(), x,
+                                                  block=server.period_frames)
+        others.append(other.cores())
+        total = summary["total_latency_frames"]
+        assert total == session.latency_frames + server.period_frames  # PortAudio's one block
+        assert measured_delay(loop.recorded, x, 2 * total) == total
+        spoilt = trouble(loop, summary)
+        if not spoilt:
+            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+            np.testing.assert_array_equal(loop.recorded[:total], 0.0)
+            return
+        troubles.append(spoilt)
+        controls.append(control_xruns(server.name, x.size / SR))
+    skip_or_fail(troubles, server.name, x.size / SR, controls, others)
 
 
 def test_identity_model_exact_delay_at_256_frames(jack_server):
-    """The issue's server (-p 256). Delay exactness does not depend on the machine's load;
-    xruns do (see the 5 s test, which runs at a generous period)."""
+    """The issue's server (-p 256). The delay is exact in every run, whatever the load; the
+    samples are compared in the first run without xruns or late blocks (a period JACK drops
+    under load leaves zeros in the capture, not a wrong delay)."""
     x = noise(1.5, seed=1)
-    bwe = identity_extender()
-    loop, summary, session = run_through_jack(jack_server, bwe, x, block=256)
-    total = summary["total_latency_frames"]
-    queue_frames = session.latency_frames - bwe.latency_samples
-    assert queue_frames % 256 == 0 and queue_frames >= 2 * 256
-    assert total == bwe.latency_samples + queue_frames + 256  # + PortAudio's JACK block
-    assert measured_delay(loop.recorded, x, 2 * total) == total
-    late = summary["late_frames"]
-    if late == 0:  # a late worker plays the dry input: the same for an identity model
-        np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+    troubles, controls, others = [], [], []
+    for _attempt in range(ATTEMPTS):
+        bwe = identity_extender()
+        other = OtherWork(jack_server.process.pid)
+        loop, summary, session = run_through_jack(jack_server, bwe, x, block=256)
+        others.append(other.cores())
+        total = summary["total_latency_frames"]
+        queue_frames = session.latency_frames - bwe.latency_samples
+        assert queue_frames % 256 == 0 and queue_frames >= 2 * 256
+        assert total == bwe.latency_samples + queue_frames + 256  # + PortAudio's JACK block
+        assert measured_delay(loop.recorded, x, 2 * total) == total
+        spoilt = trouble(loop, summary)
+        if not spoilt:
+            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+            return
+        troubles.append(spoilt)
+    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others)
 
 
 def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
@@ -178,19 +225,21 @@ def test_live_output_matches_rtbwe_process(model, jack_server, tmp_path):
             received.append(np.array(input_array, dtype=np.float32, copy=True))
             return super().process(input_array, *args, **kwargs)
 
-    bwe = TappedExtender(model_arg, device="cpu")
-    for _attempt in range(3):  # an xrun on a busy machine spoils a run, not the code: retry
+    # one thread, as `rtbwe live` runs by default: two collapse on a loaded 2-core machine
+    bwe = TappedExtender(model_arg, device="cpu", num_threads=1)
+    troubles, controls, others = [], [], []
+    for _attempt in range(ATTEMPTS):  # a busy machine spoils a run, not the code: retry
         received.clear()
         bwe.reset()
+        other = OtherWork(jack_server.process.pid)
         loop, summary, _ = run_through_jack(jack_server, bwe, x, block=256, buffer_blocks=8)
-        assert summary["late_frames"] == 0, (
-            f"the model fell behind ({summary['late_frames']} frames played dry; worker load "
-            f"{summary['worker_load']:.0%}): this machine is too slow or too loaded for it")
-        if not summary["xruns"]:
+        others.append(other.cores())
+        spoilt = trouble(loop, summary)
+        if not spoilt:
             break
+        troubles.append(spoilt)
     else:
-        pytest.skip(f"JACK reported xruns in 3 runs on this loaded machine: a dropped period "
-                    "shifts the capture, so a sample-exact comparison is not possible")
+        skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others)
     # Windowed processing depends on where the signal falls on the hop grid, and when the JACK
     # source starts playing relative to rtbwe's stream is up to the scheduler (one period more
     # or less between runs). So `rtbwe process` gets exactly the leading silence the live
