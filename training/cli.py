@@ -29,7 +29,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .trainer import Trainer
+    from .distributed import make_trainer
 
     cfg = load_config(args.config, steps=args.steps, device=args.device, data=args.data,
                       threads=args.threads, init_from=args.init_from)
@@ -38,8 +38,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"{run_dir}/checkpoint.pt exists; pass --resume to continue it or choose "
               "another --run-dir", file=sys.stderr)
         return 2
-    trainer = Trainer(cfg, run_dir, log=lambda s: print(s, flush=True))
-    trainer.train(resume=args.resume)
+    with make_trainer(cfg, run_dir, log=lambda s: print(s, flush=True)) as trainer:
+        trainer.train(resume=args.resume)  # DDP under torchrun: training/distributed.py
     return 0
 
 

@@ -165,6 +165,8 @@ class Trainer:
                                  config.sample_rate, config.cutoff_hz)
         self.step, self.best, self.elapsed = 0, -math.inf, 0.0
         self.ckpt_path = self.run_dir / "checkpoint.pt"
+        # what a training step calls: the model, or its DDP wrapper (training/distributed.py)
+        self.forward_model: torch.nn.Module = self.model
         (self.run_dir / "config.toml").write_text(dump_toml(config))
         self._stop = False
 
@@ -177,19 +179,27 @@ class Trainer:
         return kwargs
 
     # ---- checkpoints -------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """What ``checkpoint.pt`` holds (training/distributed.py adds every rank's sampler)."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "step": self.step, "best": self.best,
+                "elapsed": self.elapsed, "sampler": self.sampler.state(),
+                "torch_rng": torch.get_rng_state()}
+
     def save_checkpoint(self) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "scheduler": self.sched.state_dict(), "step": self.step, "best": self.best,
-                 "elapsed": self.elapsed, "sampler": self.sampler.state(),
-                 "torch_rng": torch.get_rng_state()}
         tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
+        torch.save(self.checkpoint_state(), tmp)
         os.replace(tmp, self.ckpt_path)
 
     def load_checkpoint(self) -> bool:
         if not self.ckpt_path.exists():
             return False
-        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        self.apply_checkpoint(torch.load(self.ckpt_path, map_location=self.device,
+                                         weights_only=True))
+        self.log(f"resumed from {self.ckpt_path} at step {self.step}")
+        return True
+
+    def apply_checkpoint(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -197,8 +207,6 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        self.log(f"resumed from {self.ckpt_path} at step {self.step}")
-        return True
 
     # ---- logging -----------------------------------------------------------------------
     def _write_row(self, row: dict) -> None:
@@ -271,6 +279,10 @@ class Trainer:
             for sig, handler in previous.items():
                 signal_module.signal(sig, handler)
 
+    def should_stop(self) -> bool:
+        """Checked before each step: True after SIGTERM / Ctrl-C (all ranks agree under DDP)."""
+        return self._stop
+
     @property
     def stopped(self) -> bool:
         """True when the last :meth:`train` ended early on SIGTERM / Ctrl-C."""
@@ -280,16 +292,16 @@ class Trainer:
         self.model.train()
         t_last, steps_last, loss_sum, loss_n = time.perf_counter(), self.step, 0.0, 0
         last_val: dict[str, float] = {}
-        while self.step < self.cfg.steps and not self._stop:
+        while self.step < self.cfg.steps and not self.should_stop():
             t0 = time.perf_counter()
             if condition_bands(self.model):
                 x, y, c = self.sampler.conditioned_batch(self.cfg.batch_size)
                 x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-                loss = self.loss(self.model(x, torch.from_numpy(c).to(self.device)), y)
+                loss = self.loss(self.forward_model(x, torch.from_numpy(c).to(self.device)), y)
             else:
                 x, y = self.sampler.batch(self.cfg.batch_size)
                 x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-                loss = self.loss(self.model(x), y)
+                loss = self.loss(self.forward_model(x), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
