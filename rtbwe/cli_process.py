@@ -224,6 +224,9 @@ def run_process(args: argparse.Namespace) -> int:
             print(f"{job.output_path} exists: skipped ({job.input_path})")
         if not jobs:
             return 0
+        if getattr(args, "ray", None):  # the same jobs on a Ray cluster: rtbwe.batch
+            from .batch import run_ray
+            return run_ray(jobs, args)
         bwe = load_extender(args)
     except (CliError, ModelLoadingError, ValueError) as err:
         print(f"rtbwe process: error: {err}", file=sys.stderr)
@@ -308,6 +311,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"torch intra-op CPU threads (default {DEFAULT_THREADS}: more threads "
                    "collapse when other work shares the cores; see benchmarks/README.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="extend the files on a Ray cluster: auto, host:port, ray://host:port, "
+                   "or local (a Ray instance on this machine); one model per worker, same "
+                   "rules and output (pip install 'rtbwe[cluster]'; see rtbwe/batch.py)")
     p.add_argument("--keep-below-hz", type=float, default=None,
                    help="keep the input below this frequency untouched and add only the "
                    "network's band above it (for flat-passband input: codecs, resamplers)")
