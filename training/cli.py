@@ -27,6 +27,17 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_real(args: argparse.Namespace) -> int:
+    from .real import build
+
+    t0 = time.perf_counter()
+    manifest = build(args.out_dir, args.max_seconds, args.seed,
+                     progress=lambda s: print(s, flush=True))
+    print(f"real recordings in {args.out_dir}: {manifest['seconds']} seconds per split, "
+          f"{len(manifest['pieces'])} tracks, {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
     from .distributed import make_trainer
@@ -142,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="picks the pieces, instruments and the train/validation/test split")
     b.add_argument("--workers", type=int, default=2, help="parallel renderer processes")
     b.set_defaults(func=cmd_data_build)
+    r = data.add_parser("real", help="real recordings from the Debian packages (drum kits, "
+                        "game soundtracks), each track's own bandwidth measured")
+    r.add_argument("out_dir", help="folder for the tracks (flac files per split + manifest)")
+    r.add_argument("--max-seconds", type=float, default=60.0,
+                   help="longest audio kept per soundtrack file or drum kit (default 60)")
+    r.add_argument("--seed", type=int, default=0, help="the train/validation/test split")
+    r.set_defaults(func=cmd_data_real)
 
     f = sub.add_parser("fit", help="train from a TOML config (resumes from its checkpoint)")
     f.add_argument("config", help="TOML file, e.g. training/configs/smoke.toml")

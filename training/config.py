@@ -58,6 +58,10 @@ class TrainConfig:
     log_every: int = 50
     max_track_seconds: float | None = None
     train_limit: int | None = None       # use only the first N training files (smoke tests)
+    degradations: str = "cutoff"         # cutoff: filters at cutoff_hz (the paper) | wide: every
+                                         # bandwidth, resamplers and codecs (training/degrade.py)
+    extra_data: tuple[str, ...] = ()     # more datasets (e.g. corpus/real), each split by file
+    data_workers: int = 1                # wide: background processes drawing batches
     init_from: str | None = None         # warm start from a model card (.json) when there is
                                          # no checkpoint yet, e.g. the shipped weights
 
@@ -73,6 +77,10 @@ def _coerce(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+    if "extra_data" in cfg:
+        cfg["extra_data"] = tuple(str(p) for p in cfg["extra_data"])
+    if cfg.get("degradations", "cutoff") not in ("cutoff", "wide"):
+        raise ValueError(f"degradations must be 'cutoff' or 'wide', got {cfg['degradations']!r}")
     if "betas" in cfg:
         cfg["betas"] = tuple(float(b) for b in cfg["betas"])
     return cfg

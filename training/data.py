@@ -109,6 +109,7 @@ class AudioPool:
     tracks: list[np.ndarray]
     names: list[str]
     sample_rate: int
+    bandwidth_hz: list[float] | None = None  # each track's own (wide training measures it)
 
     @classmethod
     def load(cls, files: list[Path], sample_rate: int, max_seconds: float | None = None,

@@ -29,15 +29,19 @@ from torch.nn import functional as F
 
 from rtbwe import filters, metrics, models
 from rtbwe.conditioning import condition_bands
+from rtbwe.passband import lock_to_band
 from rtbwe.weights import save_model
 
 from .config import TrainConfig, dump_toml
 from .corpus import manifest_hash
+from .degrade import WideSampler, track_bandwidths_hz
+from .wide import Prefetcher, WideValidation
 from .data import AudioPool, PairSampler, dataset_files, validation_clips
 
 LOG_FIELDS = ["step", "seconds", "loss", "lr", "steps_per_s", "split",
               "seen_snr", "seen_dsnr", "seen_lsd", "seen_lsd_hf",
-              "unseen_snr", "unseen_dsnr", "unseen_lsd", "unseen_lsd_hf", "avg_snr", "avg_lsd"]
+              "unseen_snr", "unseen_dsnr", "unseen_lsd", "unseen_lsd_hf", "avg_snr", "avg_lsd",
+              "mean_dsnr", "worst_dsnr", "full_band_snr"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -150,6 +154,9 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.opt, T_0=config.restart_steps, eta_min=config.lr_min)
         files = dataset_files(config.data, config.data_kind, config.seed)
+        for extra in config.extra_data:  # more sources, each split by its own files
+            for split, paths in dataset_files(extra, "auto", config.seed).items():
+                files[split] = files[split] + paths
         self.data_hash = manifest_hash(config.data)
         train_files, val_files = validation_split(files, self.log)
         train = AudioPool.load(train_files, config.sample_rate, config.max_track_seconds,
@@ -157,12 +164,25 @@ class Trainer:
         val = AudioPool.load(val_files, config.sample_rate, config.max_track_seconds, limit=64)
         self.log(f"data: {train.seconds / 60:.1f} min train in {len(train.tracks)} files, "
                  f"{val.seconds / 60:.1f} min validation")
-        self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
-                                   config.augment, seed=config.seed,
-                                   cutoff_jitter=config.cutoff_jitter,
-                                   augment_set=config.augment_set)
-        self.val = ValidationSet(validation_clips(val, config.val_clip_seconds, config.val_clips),
-                                 config.sample_rate, config.cutoff_hz)
+        self.wide = config.degradations == "wide"
+        self.prefetcher = None
+        if self.wide:  # every bandwidth: rtbwe.training.degrade / wide
+            train.bandwidth_hz = track_bandwidths_hz(train.tracks, config.sample_rate)
+            self.log(f"data: target bandwidths (own, measured): median "
+                     f"{np.median(train.bandwidth_hz) / 1000:.1f} kHz, "
+                     f"{np.mean(np.array(train.bandwidth_hz) < 20000):.0%} of tracks below 20 kHz")
+            self.sampler = WideSampler(train, config.segment_samples,
+                                       condition_bands(self.model), seed=config.seed)
+            self.val = WideValidation(validation_clips(val, config.val_clip_seconds,
+                                                       config.val_clips), config.sample_rate)
+        else:
+            self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
+                                       config.augment, seed=config.seed,
+                                       cutoff_jitter=config.cutoff_jitter,
+                                       augment_set=config.augment_set)
+            self.val = ValidationSet(validation_clips(val, config.val_clip_seconds,
+                                                      config.val_clips),
+                                     config.sample_rate, config.cutoff_hz)
         self.step, self.best, self.elapsed = 0, -math.inf, 0.0
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         # what a training step calls: the model, or its DDP wrapper (training/distributed.py)
@@ -229,6 +249,8 @@ class Trainer:
                 "validation": val}
 
     def validate(self) -> dict[str, float]:
+        if self.wide:
+            return self.validate_wide()
         val = self.val.evaluate(model_runner(self.model, self.device,
                                              sample_rate=self.cfg.sample_rate))
         self._write_row({"step": self.step, "seconds": self.elapsed, "split": "validation", **val})
@@ -240,6 +262,29 @@ class Trainer:
             self.best = val["avg_snr"]
             save_model(self.model, self.run_dir / "best", self.card(val))
         return val
+
+    def validate_wide(self) -> dict[str, float]:
+        val = self.val.evaluate(self.model)
+        self._write_row({"step": self.step, "seconds": self.elapsed, "split": "validation",
+                         "mean_dsnr": val["mean_dsnr"], "worst_dsnr": val["worst_dsnr"],
+                         "full_band_snr": val.get("full_band_snr")})
+        self.log(f"step {self.step}: validation through BandwidthExtender: mean ΔSNR "
+                 f"{val['mean_dsnr']:+.2f} dB, worst row {val['worst_dsnr']:+.2f} dB, "
+                 + ", ".join(f"{k[5:-1]} {v:+.2f}" for k, v in val.items()
+                             if k.startswith("dsnr[")))
+        if val["mean_dsnr"] > self.best:
+            self.best = val["mean_dsnr"]
+            save_model(self.model.cpu(), self.run_dir / "best", self.card(val))
+            self.model.to(self.device)
+        return val
+
+    def wide_loss(self) -> torch.Tensor:
+        """One wide batch through the model and the training form of the detected-band lock."""
+        x, y, c, low_hz, high_hz = (self.prefetcher.next() if self.prefetcher is not None
+                                    else self.sampler.batch(self.cfg.batch_size))
+        x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        out = self.forward_model(x, torch.from_numpy(c).to(self.device))
+        return self.loss(lock_to_band(x, out, self.cfg.sample_rate, low_hz, high_hz), y)
 
     # ---- the loop ----------------------------------------------------------------------
     def loss(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -256,7 +301,14 @@ class Trainer:
         from rtbwe.weights import load_model
 
         source = load_model(card_path)
-        result = self.model.load_state_dict(source.state_dict(), strict=False)
+        own = self.model.state_dict()
+        # a different condition layout (40 -> 48 values) makes the FiLM net new: it starts at
+        # its zero init, so the warm-started net begins as the source's U-Net
+        state = {k: v for k, v in source.state_dict().items()
+                 if not (k.startswith("film.") and (k not in own or own[k].shape != v.shape
+                                                    or condition_bands(source)
+                                                    != condition_bands(self.model)))}
+        result = self.model.load_state_dict(state, strict=False)
         new = [k for k in result.missing_keys if k.startswith("film.")]
         if result.unexpected_keys or len(new) != len(result.missing_keys):
             raise ValueError(f"{card_path} does not fit {self.cfg.model}: missing "
@@ -276,6 +328,9 @@ class Trainer:
         try:
             return self._loop()
         finally:
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
             for sig, handler in previous.items():
                 signal_module.signal(sig, handler)
 
@@ -290,11 +345,17 @@ class Trainer:
 
     def _loop(self) -> dict[str, float]:
         self.model.train()
+        if self.wide and self.cfg.data_workers > 0 and self.prefetcher is None:
+            self.prefetcher = Prefetcher(self.sampler.pool, self.cfg.segment_samples,
+                                         condition_bands(self.model), self.cfg.seed, self.step,
+                                         self.cfg.batch_size, self.cfg.data_workers)
         t_last, steps_last, loss_sum, loss_n = time.perf_counter(), self.step, 0.0, 0
         last_val: dict[str, float] = {}
         while self.step < self.cfg.steps and not self.should_stop():
             t0 = time.perf_counter()
-            if condition_bands(self.model):
+            if self.wide:
+                loss = self.wide_loss()
+            elif condition_bands(self.model):
                 x, y, c = self.sampler.conditioned_batch(self.cfg.batch_size)
                 x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
                 loss = self.loss(self.forward_model(x, torch.from_numpy(c).to(self.device)), y)

@@ -1,0 +1,118 @@
+"""Training for every bandwidth: degradations, the stream-exact sampler, the matrix, a run."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from rtbwe import conditioning, filters
+from rtbwe.training import config as config_mod
+from rtbwe.training import degrade, matrix
+from rtbwe.training.data import AudioPool
+from rtbwe.training.trainer import Trainer
+
+SR = 48000
+
+
+def _broadband(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    x = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate(rng.uniform(100, 900, 5), 1))
+    hats = np.exp(-(np.arange(n) % 6000) / 900.0) * rng.standard_normal(n)
+    return (0.2 * x / 3 + 0.2 * hats).astype(np.float32)
+
+
+def _folder(tmp_path, n=5, seconds=3.0):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(n):
+        sf.write(folder / f"take{i}.flac", _broadband(seconds, i), SR, subtype="PCM_24")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["filter", "resample-soxr", "resample-pedalboard", "mp3",
+                                  "mp3-cbr", "gsm"])
+def test_degradations_keep_length_and_alignment(kind):
+    x = _broadband(1.5, 0)
+    d = {"filter": degrade.Degradation("filter", filters.FilterSpec("butter", 6), 5000.0),
+         "resample-soxr": degrade.Degradation("resample", rate_hz=16000, resampler="soxr-HQ"),
+         "resample-pedalboard": degrade.Degradation("resample", rate_hz=22050,
+                                                    resampler="pedalboard-WindowedSinc16"),
+         "mp3": degrade.Degradation("mp3", vbr_quality=5.0),
+         "mp3-cbr": degrade.Degradation("mp3-cbr", bitrate_kbps=64),
+         "gsm": degrade.Degradation("gsm")}[kind]
+    y = d.apply(x, SR)
+    assert y.shape == x.shape and y.dtype == np.float32
+    low_x, low_y = (filters.lowpass(v, SR, 2500, "butter", 8)[SR // 4:-SR // 4] for v in (x, y))
+    lags = range(-40, 41)
+    corr = [np.dot(np.roll(low_y, -lag), low_x) for lag in lags]
+    assert lags[int(np.argmax(corr))] == 0  # aligned to the sample: pairs are trainable
+
+
+def test_draw_respects_the_target_bandwidth():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        d = degrade.draw(rng, 9000.0)
+        assert d.band_limit_hz() <= 9000.0, d
+
+
+def test_stream_state_equals_the_tracker():
+    x = filters.lowpass(_broadband(2.5, 1), SR, 7000, "cheby1", 8)
+    end = 2 * SR + 333
+    condition, bandwidth, cutoff = degrade.stream_state(x, end, SR, conditioning.WIDE_BANDS)
+    frames_total = (end - 1024) // 512 + 1
+    start = end - 1024 - (frames_total - 1) * 512
+    frames = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(
+        x[start:end], 1024)[::512][:frames_total])
+    tracker = conditioning.SpectrumTracker(1, SR, 1024, 512, conditioning.WIDE_BANDS)
+    out = np.zeros((frames_total, conditioning.WIDE_BANDS), np.float32)
+    cutoffs = np.zeros(frames_total)
+    tracker.update(frames, frames_total, out, cutoffs)
+    np.testing.assert_allclose(condition, out[-1], atol=1e-5)
+    assert bandwidth == pytest.approx(tracker.bandwidth_hz[0]) and cutoff == cutoffs[-1]
+    assert abs(bandwidth / 7000 - 1) < 0.1
+
+
+def test_wide_sampler_batches():
+    pool = AudioPool([_broadband(4.0, i) for i in range(3)], ["a", "b", "c"], SR,
+                     bandwidth_hz=[24000.0, 24000.0, 12000.0])
+    sampler = degrade.WideSampler(pool, 4096, conditioning.WIDE_BANDS, seed=0)
+    x, y, c, low, high = sampler.batch(6)
+    assert x.shape == y.shape == (6, 1, 4096) and c.shape == (6, conditioning.WIDE_BANDS)
+    assert np.all(low < high) and np.all(high <= 24000)
+    assert np.all(c[:, -1] == pytest.approx(low / 24000))
+    state = sampler.state()
+    again = degrade.WideSampler(pool, 4096, conditioning.WIDE_BANDS, seed=0)
+    again.set_state(state)
+    np.testing.assert_array_equal(sampler.batch(2)[0], again.batch(2)[0])
+
+
+def test_matrix_row_scores_an_identity_as_no_change():
+    clips = [_broadband(1.5, i) for i in range(2)]
+    rows = matrix.matrix_rows()
+    same = matrix.evaluate_row("butter-6 6 kHz", rows["butter-6 6 kHz"], clips,
+                               lambda x: (x, 6000.0), SR)
+    assert same.dsnr_db == pytest.approx(0.0, abs=1e-6) and same.worse_fraction == 0
+    full = matrix.evaluate_row("full band", None, clips, lambda x: (x, None), SR)
+    assert full.dsnr_db > 100  # output = input
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_wide_training_runs_resumes_and_records_its_recipe(tmp_path, workers):
+    folder = _folder(tmp_path)
+    cfg = config_mod.TrainConfig(
+        name="w", model="tiny-cond", model_kwargs={"condition_bands": conditioning.WIDE_BANDS},
+        degradations="wide", data=str(folder), steps=3, batch_size=2, segment_samples=2048,
+        val_every=3, val_clips=1, val_clip_seconds=1.0, checkpoint_every=2, log_every=1,
+        threads=1, device="cpu", data_workers=workers)
+    Trainer(cfg, tmp_path / "run", log=lambda s: None).train()
+    card = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert card["training"]["degradations"] == "wide"
+    assert card["model_kwargs"]["condition_bands"] == conditioning.WIDE_BANDS
+    assert np.isfinite(card["validation"]["mean_dsnr"])
+    resumed = Trainer(cfg.replace(steps=4), tmp_path / "run", log=lambda s: None)
+    assert resumed.load_checkpoint() and resumed.step == 3
+    resumed.train(resume=False)
+    assert resumed.step == 4 and all(torch.isfinite(p).all() for p in resumed.model.parameters())

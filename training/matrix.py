@@ -1,0 +1,137 @@
+"""The degradation matrix: does a model help, and never hurt, whatever the input's bandwidth?
+
+``rtbwe-train eval MODEL --matrix`` runs every row below on the test split through the
+streaming ``BandwidthExtender`` path users get (its offline form, which equals streaming
+delayed by the latency), and reports per row:
+
+* pooled ΔSNR: output SNR minus input SNR, each pooled over all clips (total reference
+  energy over total error energy); the full-band row reports the output's SNR against its
+  input instead (the input is the reference there);
+* worse: the fraction of clips whose own ΔSNR is below -0.5 dB;
+* LSD, and LSD-HF above each clip's detected bandwidth (the input's, from the processor).
+
+Rows: full band; Butterworth 6 and Chebyshev-1 6 at 3.5, 4, 6, 8, 11 and 14 kHz; resampled
+via 8, 16 and 22.05 kHz (soxr HQ); MP3 files at 32, 64 and 128 kbps (LAME CBR, through
+pedalboard); GSM full rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from rtbwe import filters, metrics
+
+from .degrade import Degradation
+
+CUTOFFS_HZ = (3500, 4000, 6000, 8000, 11000, 14000)
+
+
+def matrix_rows() -> dict[str, Degradation | None]:
+    rows: dict[str, Degradation | None] = {"full band": None}
+    for family in ("butter", "cheby1"):
+        for cutoff in CUTOFFS_HZ:
+            rows[f"{family}-6 {cutoff / 1000:g} kHz"] = Degradation(
+                "filter", filters.FilterSpec(family, 6), float(cutoff))
+    for rate in (8000, 16000, 22050):
+        rows[f"resampled via {rate / 1000:g} kHz"] = Degradation(
+            "resample", rate_hz=rate, resampler="soxr-HQ")
+    for kbps in (32, 64, 128):
+        rows[f"mp3 {kbps} kbps"] = Degradation("mp3-cbr", bitrate_kbps=kbps)
+    rows["gsm"] = Degradation("gsm")
+    return rows
+
+
+# the validation subset the trainer scores "wide" models on (one value: the mean ΔSNR)
+VALIDATION_ROWS = ("full band", "butter-6 4 kHz", "cheby1-6 6 kHz", "butter-6 8 kHz",
+                   "cheby1-6 11 kHz", "resampled via 16 kHz", "mp3 64 kbps")
+
+
+@dataclass
+class RowResult:
+    name: str
+    snr_in_db: float
+    snr_out_db: float
+    dsnr_db: float
+    worse_fraction: float
+    lsd_in: float
+    lsd_out: float
+    lsd_hf_in: float
+    lsd_hf_out: float
+    bandwidth_hz: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def pooled_snr_db(references: list[np.ndarray], estimates: list[np.ndarray]) -> float:
+    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in references)
+    error = sum(float(np.sum((r.astype(np.float64) - e) ** 2))
+                for r, e in zip(references, estimates))
+    return 10 * np.log10(signal / max(error, 1e-30))
+
+
+def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndarray],
+                 run: Callable[[np.ndarray], tuple[np.ndarray, float | None]],
+                 sample_rate: int) -> RowResult:
+    """``run`` maps one degraded clip (samples,) to (output, detected bandwidth Hz)."""
+    inputs = [clip if degradation is None else degradation.apply(clip, sample_rate)
+              for clip in clips]
+    outputs, bandwidths = zip(*(run(x) for x in inputs))
+    bandwidths = [b if b else sample_rate / 2 for b in bandwidths]
+    refs = list(inputs) if degradation is None else clips  # full band: output vs its input
+    per_clip = [metrics.snr_db(r, o) - (metrics.snr_db(r, x) if degradation is not None else 0)
+                for r, x, o in zip(refs, inputs, outputs)]
+    snr_in = pooled_snr_db(refs, inputs) if degradation is not None else float("inf")
+    snr_out = pooled_snr_db(refs, outputs)
+    hf = [min(b, 0.95 * sample_rate / 2) for b in bandwidths]
+    lsd_hf_in = float(np.mean([metrics.lsd_hf(r, x, sample_rate, c)
+                               for r, x, c in zip(refs, inputs, hf)]))
+    lsd_hf_out = float(np.mean([metrics.lsd_hf(r, o, sample_rate, c)
+                                for r, o, c in zip(refs, outputs, hf)]))
+    return RowResult(
+        name, snr_in, snr_out, snr_out - snr_in if degradation is not None else snr_out,
+        float(np.mean([d < -0.5 for d in per_clip])) if degradation is not None else
+        float(np.mean([d < 40.0 for d in per_clip])),
+        float(np.mean([metrics.lsd(r, x, sample_rate) for r, x in zip(refs, inputs)])),
+        float(np.mean([metrics.lsd(r, o, sample_rate) for r, o in zip(refs, outputs)])),
+        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)))
+
+
+def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | None]]:
+    """One clip through a BandwidthExtender's offline path (= streaming, shifted)."""
+    def run(x: np.ndarray) -> tuple[np.ndarray, float | None]:
+        out = bwe.process(x.astype(np.float32), bwe.sample_rate)
+        return out, bwe.input_bandwidth_hz
+    return run
+
+
+def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None = None,
+                    progress: Callable[[str], None] | None = None) -> list[RowResult]:
+    table = matrix_rows()
+    names = rows or tuple(table)
+    results = []
+    for name in names:
+        results.append(evaluate_row(name, table[name], clips, extender_runner(bwe),
+                                    bwe.sample_rate))
+        if progress:
+            r = results[-1]
+            progress(f"{name}: ΔSNR {r.dsnr_db:+.2f} dB, worse {r.worse_fraction:.0%}, "
+                     f"LSD-HF {r.lsd_hf_in:.2f} -> {r.lsd_hf_out:.2f}")
+    return results
+
+
+def markdown_table(results: list[RowResult], title: str) -> str:
+    lines = [f"### {title}", "",
+             "| input | detected bandwidth | SNR in (dB) | SNR out (dB) | ΔSNR (dB) | clips worse "
+             "| LSD in → out | LSD-HF in → out |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in results:
+        full = r.name == "full band"
+        lines.append(
+            f"| {r.name} | {r.bandwidth_hz / 1000:.1f} kHz | "
+            f"{'—' if full else f'{r.snr_in_db:.2f}'} | {r.snr_out_db:.2f} | "
+            f"{'(out vs in) ' + f'{r.dsnr_db:.1f}' if full else f'{r.dsnr_db:+.2f}'} | "
+            f"{r.worse_fraction:.0%} | {r.lsd_in:.3f} → {r.lsd_out:.3f} | "
+            f"{r.lsd_hf_in:.3f} → {r.lsd_hf_out:.3f} |")
+    return "\n".join(lines) + "\n"
