@@ -71,6 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.matrix:
+        return _eval_matrix(args)
     settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
                             cutoff_hz=args.cutoff_hz, visqol=not args.no_visqol,
                             vggish_weights=args.vggish_weights, bands=args.bands,
@@ -105,6 +107,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_matrix(args: argparse.Namespace) -> int:
+    """``eval --matrix``: every model on the degradation matrix (rtbwe.training.matrix)."""
+    from rtbwe import BandwidthExtender
+
+    from .data import dataset_files
+    from .evaluate import EvalSettings, test_clips
+    from .matrix import evaluate_matrix, markdown_table
+
+    settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips)
+    clips = []
+    for root in [args.data, *args.extra_data]:
+        clips += test_clips(dataset_files(root)[args.split], settings)
+    print(f"degradation matrix: {len(clips)} {args.split} clips of up to {args.clip_seconds} s "
+          f"from {', '.join([args.data, *args.extra_data])}; streaming BandwidthExtender path, "
+          f"passband={args.passband!r}", flush=True)
+    tables, report = [], {}
+    for model_arg in args.models:
+        bwe = BandwidthExtender(model_arg, num_threads=args.threads, passband=args.passband,
+                                keep_below_hz=args.keep_below_hz)
+        results = evaluate_matrix(bwe, clips, progress=lambda m: print(f"  {model_arg}: {m}",
+                                                                       flush=True))
+        report[model_arg] = [r.as_dict() for r in results]
+        tables.append(markdown_table(results, f"{model_arg} (passband={args.passband})"))
+    print("\n".join(tables))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"clips": len(clips), "clip_seconds":
+                                               args.clip_seconds, "passband": args.passband,
+                                               "data": [args.data, *args.extra_data],
+                                               "results": report}, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(tables))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_curves
 
@@ -122,6 +158,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_model(Path(args.run_dir) / "best.json")
     card = dict(model.card)
     card.pop("_card_path", None)
+    if card.get("training", {}).get("degradations") == "wide":
+        from .degrade import describe
+
+        card.setdefault("degradations", describe())
+    if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
+        matrix = json.loads(Path(args.matrix_json).read_text())
+        card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],
+                          "data": matrix["data"], "passband": matrix["passband"],
+                          "rows": next(iter(matrix["results"].values()))}
     if args.data:
         settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
                                 cutoff_hz=card.get("cutoff_hz", 6000.0))
@@ -198,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--vggish-weights", help="torchvggish state dict: adds the paper's VGGish "
                    "distance")
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    e.add_argument("--matrix", action="store_true",
+                   help="the degradation matrix (full band, filters at 3.5-14 kHz, resamplers, "
+                   "MP3, GSM) through BandwidthExtender, instead of the filter table")
+    e.add_argument("--extra-data", nargs="*", default=[],
+                   help="with --matrix: more datasets whose split joins the clips "
+                   "(e.g. corpus/real)")
+    e.add_argument("--passband", default="detected", choices=["detected", "free"],
+                   help="with --matrix: the processor's passband mode (default detected)")
+    e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
     e.add_argument("--csv", help="also write the table to this CSV file")
     e.add_argument("--json", help="also write all results to this JSON file")
     e.set_defaults(func=cmd_eval)
@@ -211,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir", help="run folder holding best.json / best.safetensors")
     x.add_argument("stem", help="output path without suffix, e.g. rtbwe/weights/arunet-small-6k")
     x.add_argument("--data", help="corpus for test metrics (skipped when absent)")
+    x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
+                   "copied into the card")
     x.add_argument("--clip-seconds", type=float, default=10.0,
                    help="seconds per test clip (default 10)")
     x.add_argument("--clips", type=int, default=24, help="most test clips (default 24)")

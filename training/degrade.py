@@ -245,3 +245,19 @@ def track_bandwidths_hz(tracks: list[np.ndarray], sample_rate: int) -> list[floa
         out.append(float(extension_cutoff_hz(np.array([bw]), sample_rate)[0])
                    if np.isfinite(bw) else sample_rate / 2.0)
     return out
+
+
+def describe() -> dict:
+    """What ``degradations = "wide"`` trains on, for the model card."""
+    return {"kinds": dict(KIND_PROBABILITIES),
+            "filters": [str(f) for f in FILTERS],
+            "filter_cutoff_hz": [MIN_CUTOFF_HZ, MAX_CUTOFF_HZ, "log-uniform"],
+            "resample_rates_hz": list(RESAMPLE_RATES_HZ),
+            "resamplers": [f"soxr-{q}" for q in SOXR_QUALITIES]
+            + [f"pedalboard-{q}" for q in PEDALBOARD_QUALITIES],
+            "mp3": "pedalboard MP3Compressor, vbr_quality uniform in [0, 9.5]",
+            "gsm": "pedalboard GSMFullRateCompressor",
+            "target_margin": TARGET_MARGIN,
+            "history_s": [MIN_HISTORY_S, MAX_HISTORY_S],
+            "lock": "network output through lock_to_band: from the detected bandwidth up to "
+                    "the target's own measured bandwidth"}

@@ -35,6 +35,7 @@ from rtbwe.weights import save_model
 from .config import TrainConfig, dump_toml
 from .corpus import manifest_hash
 from .degrade import WideSampler, track_bandwidths_hz
+from .degrade import describe as describe_degradations
 from .wide import Prefetcher, WideValidation
 from .data import AudioPool, PairSampler, dataset_files, validation_clips
 
@@ -246,7 +247,8 @@ class Trainer:
                 "cutoff_hz": self.cfg.cutoff_hz, "training": self.cfg.to_dict(),
                 "steps": self.step, "train_seconds": round(self.elapsed, 1),
                 "device": str(self.device), "data_manifest_sha256": self.data_hash,
-                "validation": val}
+                "validation": val,
+                **({"degradations": describe_degradations()} if self.wide else {})}
 
     def validate(self) -> dict[str, float]:
         if self.wide:
