@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(libportaudio2 jackd2 libsndfile1 fluidsynth fluid-soundfont-gm gcc
-              musescore-general-soundfont python3-venv)
+              musescore-general-soundfont python3-venv
+              # real recordings for the training corpus (rtbwe-train data real; about 0.6 GB)
+              hydrogen-drumkits hydrogen-drumkits-effects hyperrogue-music nexuiz-music
+              warzone2100-music planetblupi-music-ogg drascula-music)
 
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
