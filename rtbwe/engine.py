@@ -13,8 +13,13 @@ torchscript the module traced at ``window_samples``, frozen and ``optimize_for_i
            still load it). Its deprecation warnings are silenced here, never shown to users.
 cuda-graph the batch captured once per batch-size bucket in a ``torch.cuda.CUDAGraph`` and
            replayed; input and output live in static device tensors and pinned host buffers.
-auto       ``cuda-graph`` when the device is CUDA, else ``eager`` (measured fastest on our
-           2-core CPU, see benchmarks/README.md).
+onnx       the module exported to ONNX at ``window_samples`` (dynamic batch) and run by ONNX
+           Runtime on the CPU with the engine's thread count (:mod:`rtbwe.engine_onnx`;
+           optional extra ``rtbwe[fast]``).
+auto       ``cuda-graph`` when the device is CUDA; on CPU ``onnx`` when onnxruntime is
+           installed (measured fastest at 1 thread, see benchmarks/README.md), else
+           ``eager``. If the export fails or does not match eager, ``auto`` falls back to
+           ``eager`` and says why in ``InferenceEngine.fallback_reason``.
 ========== ============================================================================
 
 ``num_threads`` calls ``torch.set_num_threads``, which is process-wide in PyTorch.
@@ -33,7 +38,7 @@ from torch import nn
 
 from .conditioning import condition_bands
 
-BACKENDS = ("auto", "eager", "torchscript", "cuda-graph")
+BACKENDS = ("auto", "eager", "torchscript", "cuda-graph", "onnx")
 
 
 @contextlib.contextmanager
@@ -65,11 +70,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from .engine_onnx import onnx_missing
+
     if backend == "auto":
-        return "cuda-graph" if device.type == "cuda" else "eager"
+        if device.type == "cuda":
+            return "cuda-graph"
+        return "eager" if onnx_missing() else "onnx"
     if backend == "cuda-graph" and device.type != "cuda":
         raise ValueError("backend='cuda-graph' needs a CUDA device; pass device='cuda' or use "
-                         "backend='eager' / 'torchscript' on CPU")
+                         "backend='eager' / 'torchscript' / 'onnx' on CPU")
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' (or use "
+                             "backend='cuda-graph' on CUDA)")
+        if onnx_missing():
+            raise ValueError(onnx_missing())
     return backend
 
 
@@ -228,8 +243,11 @@ class InferenceEngine:
             put in eval mode.
         window_samples: the fixed window length every batch has.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
-        num_threads: intra-op threads for CPU inference (process-wide); None leaves torch's.
+        backend: ``"auto"``, ``"eager"``, ``"torchscript"``, ``"cuda-graph"`` or ``"onnx"``.
+        num_threads: intra-op threads for CPU inference (process-wide for torch; ONNX
+            Runtime's session gets the same number); None leaves torch's.
+
+    ``fallback_reason``: why ``auto`` did not get the backend it chose first, or None.
     """
 
     def __init__(self, model: nn.Module, window_samples: int, device: str | torch.device = "auto",
@@ -247,6 +265,8 @@ class InferenceEngine:
         self.model = model.eval().to(self.device)
         self.condition_bands = condition_bands(model)
         self._graphs: _CudaGraphRunner | None = None
+        self._onnx: Any = None
+        self.fallback_reason: str | None = None
         if self.backend == "torchscript":
             if isinstance(model, torch.jit.ScriptModule):
                 self._module: Any = model
@@ -257,6 +277,21 @@ class InferenceEngine:
         if self.backend == "cuda-graph":
             self._graphs = _CudaGraphRunner(self._module, self.window_samples, self.device)
         self.check_model()
+        if self.backend == "onnx":  # after the shape check, whose error says more
+            self._onnx = self._onnx_runner(backend == "auto")
+
+    def _onnx_runner(self, may_fall_back: bool) -> Any:
+        """The ONNX Runtime session; under ``auto`` a failed export falls back to eager."""
+        from .engine_onnx import OnnxRunner
+
+        try:
+            return OnnxRunner(self.model, self.window_samples, self.num_threads)
+        except Exception as err:  # the exporter raises many types; auto must still work
+            if not may_fall_back:
+                raise
+            self.backend = "eager"
+            self.fallback_reason = f"onnx: {type(err).__name__}: {err}"
+            return None
 
     def check_model(self) -> None:
         """Run one window of zeros; raise ValueError if the model changes the shape."""
@@ -298,6 +333,9 @@ class InferenceEngine:
             torch.set_num_threads(self.num_threads)
         if self._graphs is not None:
             self._graphs.run(frames, rows, out, conditions)
+            return
+        if self._onnx is not None:
+            self._onnx.run(frames, rows, out, conditions)
             return
         inputs = [torch.from_numpy(frames[:rows]).view(rows, 1, self.window_samples)]
         if conditions is not None:

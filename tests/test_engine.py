@@ -43,8 +43,11 @@ def test_eager_runs_the_batch_in_place_and_matches_the_model(tiny):
     assert torch.get_num_threads() == 1
 
 
-def test_auto_picks_eager_on_cpu(tiny):
-    assert engine.resolve_backend("auto", torch.device("cpu")) == "eager"
+def test_auto_picks_onnx_or_eager_on_cpu(tiny):
+    from rtbwe.engine_onnx import onnx_missing
+
+    cpu = "eager" if onnx_missing() else "onnx"  # onnx: tests/test_onnx.py
+    assert engine.resolve_backend("auto", torch.device("cpu")) == cpu
     assert engine.resolve_backend("auto", torch.device("cuda")) == "cuda-graph"
 
 

@@ -365,8 +365,8 @@ class Sleepy(nn.Module):
 def test_concurrent_use_of_one_extender_raises_and_keeps_the_stream(second_call):
     import threading
 
-    net = Sleepy(0.3)
-    bwe = rtbwe.BandwidthExtender(net, sample_rate=SR)
+    net = Sleepy(0.3)  # eager: an exported graph would not run the Python forward
+    bwe = rtbwe.BandwidthExtender(net, sample_rate=SR, backend="eager")
     x = _noise(1, 48000)
     net.armed = True
     results: dict[str, np.ndarray] = {}

@@ -1,0 +1,160 @@
+"""ONNX Runtime backend of the inference engine (``backend="onnx"``, what ``auto`` picks on CPU).
+
+The model is exported once, at construction, with ``torch.onnx.export`` at the fixed window
+length and a dynamic batch axis ``rows``:
+
+======== ================================ =====================================================
+input    ``x`` (rows, 1, window_samples)   the windows, float32
+input    ``condition`` (rows, bands)       only for a conditioned model (any ``condition_bands``)
+output   ``y`` (rows, 1, window_samples)
+======== ================================ =====================================================
+
+and run by an ``onnxruntime.InferenceSession`` on the CPU execution provider with
+``intra_op_num_threads`` = the engine's thread count, one inter-op thread and sequential
+execution. Like TorchScript, the session holds a copy of the weights: change the module's
+weights after building an engine and the engine does not see it.
+
+Why: timed interleaved in one process at 1 thread on our 2-core CPU with 1-2 windows per call
+(the streaming batch sizes), ONNX Runtime ran the shipped default in about 0.4 of eager's time
+and well under TorchScript's; OpenVINO came close behind (benchmarks/README.md, "Inference
+runtimes", with the load during each measurement).
+
+Needs the optional extra ``fast`` (``pip install 'rtbwe[fast]'``: onnxruntime, and onnx for
+the exporter). :func:`onnx_missing` says why the backend cannot run, or None.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .conditioning import condition_bands
+
+ONNX_OPSET = 17
+PARITY_ATOL = 1e-4        # an exported model further than this from eager on a probe is refused
+
+
+def onnx_missing() -> str | None:
+    """None if the ONNX backend can run here, else what to install."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        return (f"backend='onnx' needs onnxruntime and onnx ({err}); "
+                "pip install 'rtbwe[fast]'")
+    return None
+
+
+def _example(model: nn.Module, window_samples: int) -> tuple[torch.Tensor, ...]:
+    from .engine import example_inputs
+
+    return example_inputs(model, 2, window_samples)
+
+
+def onnx_bytes(model: nn.Module, window_samples: int) -> bytes:
+    """``model`` (on CPU, put in eval mode) as an ONNX graph, batch axis dynamic.
+
+    The TorchScript-based exporter (``dynamo=False``) takes about 1 s for the default model;
+    the ``torch.export``-based one 15 s, so it is used only where the former is gone.
+    """
+    model = model.eval()
+    example = _example(model, window_samples)
+    names = ["x", "condition"][:len(example)]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
+        try:
+            torch.onnx.export(model, example, buffer, dynamo=False, input_names=names,
+                              output_names=["y"], opset_version=ONNX_OPSET,
+                              dynamic_axes={name: {0: "rows"} for name in [*names, "y"]})
+        except TypeError:  # a torch without the TorchScript-based exporter
+            rows = torch.export.Dim("rows", min=1, max=4096)
+            program = torch.onnx.export(model, example, None, dynamo=True, input_names=names,
+                                        output_names=["y"],
+                                        dynamic_shapes=[{0: rows} for _ in names])
+            return program.model_proto.SerializeToString()
+    return buffer.getvalue()
+
+
+def export_onnx(model: nn.Module, path: str | Path, window_samples: int,
+                sample_rate: int) -> Path:
+    """Save ``model`` as an ``.onnx`` file for other hosts (C++, C#, the browser), with
+    ``rtbwe.json`` = ``{"window_samples", "sample_rate", "condition_bands"}`` in the model's
+    metadata. Inputs ``x`` (rows, 1, window_samples) [and ``condition`` (rows, bands)],
+    output ``y`` (rows, 1, window_samples). Returns the path."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto = onnx.load_from_string(onnx_bytes(model, window_samples))
+    meta = {"window_samples": int(window_samples), "sample_rate": int(sample_rate),
+            "condition_bands": condition_bands(model)}
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "rtbwe.json", json.dumps(meta)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+class OnnxRunner:
+    """An onnxruntime session for ``model`` at ``window_samples``; :meth:`run` is the engine's.
+
+    Args:
+        model: an ``nn.Module`` (or TorchScript module) the engine accepts, on CPU.
+        window_samples: the fixed window length.
+        num_threads: onnxruntime intra-op threads (the engine's setting; None: torch's now).
+    Raises ValueError if onnxruntime is missing or the exported graph does not match eager
+    on a probe window (``PARITY_ATOL``); the exporter's own errors pass through.
+    """
+
+    def __init__(self, model: nn.Module, window_samples: int, num_threads: int | None = None):
+        missing = onnx_missing()
+        if missing:
+            raise ValueError(missing)
+        import onnxruntime as ort
+
+        self.window_samples = int(window_samples)
+        self.bands = condition_bands(model)
+        self.num_threads = int(num_threads or torch.get_num_threads())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+        self.session = ort.InferenceSession(onnx_bytes(model, self.window_samples), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.check_parity(model)
+
+    def check_parity(self, model: nn.Module) -> None:
+        """One random window (and condition) through eager and the session; they must agree."""
+        rng = np.random.default_rng(0)
+        frames = (0.1 * rng.standard_normal((1, self.window_samples))).astype(np.float32)
+        conditions = rng.random((1, self.bands)).astype(np.float32) if self.bands else None
+        inputs = [torch.from_numpy(frames)[:, None]]
+        if conditions is not None:
+            inputs.append(torch.from_numpy(conditions))
+        with torch.inference_mode():
+            expected = model(*inputs).numpy()[:, 0]
+        got = np.empty_like(frames)
+        self.run(frames, 1, got, conditions)
+        error = float(np.max(np.abs(got - expected)))
+        if not error <= PARITY_ATOL:
+            raise ValueError(f"the ONNX export of this model differs from eager by {error:.3g} "
+                             f"(> {PARITY_ATOL}) on a probe window; use backend='eager'")
+
+    def run(self, frames: np.ndarray, rows: int, out: np.ndarray,
+            conditions: np.ndarray | None) -> None:
+        """``frames[:rows]`` (rows, window_samples) [+ ``conditions[:rows]`` (rows, bands)]
+        float32 -> ``out[:rows]``; ``frames`` and ``out`` may be the same array."""
+        feed = {self.input_names[0]: np.ascontiguousarray(frames[:rows], np.float32)
+                .reshape(rows, 1, self.window_samples)}
+        if conditions is not None:
+            feed[self.input_names[1]] = np.ascontiguousarray(conditions[:rows], np.float32)
+        result = self.session.run(None, feed)[0]
+        out[:rows] = result.reshape(rows, self.window_samples)
