@@ -42,6 +42,23 @@ class StreamTiming:
     calls: int
 
 
+def cpu_backends() -> list[str]:
+    """The CPU backends this install can run: eager, torchscript and, with ``rtbwe[fast]``,
+    onnx (what ``rtbwe bench`` times by default)."""
+    from .engine_onnx import onnx_missing
+
+    return ["eager", "torchscript"] + ([] if onnx_missing() else ["onnx"])
+
+
+def runtime_versions() -> str:
+    """``torch X`` and, when installed, ``onnxruntime Y``."""
+    try:
+        import onnxruntime
+        return f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        return f"torch {torch.__version__}"
+
+
 def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
                    window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
                    seed: int = 0, keep_below_hz: float | None = None
@@ -209,12 +226,14 @@ def describe_extender(model: str, bwe: BandwidthExtender) -> str:
                                        if bands else "no conditioning"))
 
 
-def report(models: list[str], backends: list[str], threads: list[int],
+def report(models: list[str], backends: list[str] | None, threads: list[int],
            block_samples: list[int], seconds: float = 5.0,
            window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
            channels: int = 1) -> str:
-    """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups."""
+    """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups.
+    ``backends`` None: every CPU backend installed (:func:`cpu_backends`)."""
     timings, described = [], {}
+    backends = backends or cpu_backends()
     for model in models:
         for backend in backends:
             for num_threads in threads:
@@ -225,7 +244,7 @@ def report(models: list[str], backends: list[str], threads: list[int],
     lines = [*described.values(),
              f"streaming at {bwe.sample_rate} Hz, window {bwe.window_samples} / hop "
              f"{bwe.hop_samples} samples, algorithmic latency {bwe.latency_ms:.2f} ms "
-             f"(torch {torch.__version__}, {torch.get_num_threads()} threads now)",
+             f"({runtime_versions()}, {torch.get_num_threads()} torch threads now)",
              streaming_table(timings), "",
              "kernels per streaming call (2 ch): Numba vs NumPy reference"]
     for frames in (1, 17):

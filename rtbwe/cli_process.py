@@ -306,7 +306,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="shipped name (see `rtbwe models`), .json/.safetensors/.ts path, or "
                    "registry name (random weights; for testing)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
-    p.add_argument("--backend", default="auto", help="auto, eager, torchscript or cuda-graph")
+    p.add_argument("--backend", default="auto", help="auto (cuda-graph on CUDA, else onnx when "
+                   "installed, else eager), eager, torchscript, onnx or cuda-graph")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch intra-op CPU threads (default {DEFAULT_THREADS}: more threads "
                    "collapse when other work shares the cores; see benchmarks/README.md)")
@@ -325,9 +326,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--models", nargs="+", default=["default"],
                    help="shipped names (real weights and conditioning) or registry names "
                    "(random weights; timing only). Default: the shipped default model")
-    b.add_argument("--backends", nargs="+", default=["eager", "torchscript"],
-                   help="inference backends to time: eager, torchscript, cuda-graph "
-                   "(default: eager torchscript)")
+    b.add_argument("--backends", nargs="+", default=None,
+                   help="inference backends to time: eager, torchscript, onnx, cuda-graph "
+                   "(default: every CPU backend installed: eager torchscript, and onnx with "
+                   "rtbwe[fast])")
     b.add_argument("--threads", nargs="+", type=int, default=[1, 2],
                    help="torch intra-op thread counts to time (default: 1 2)")
     b.add_argument("--blocks", nargs="+", type=int, default=[512],

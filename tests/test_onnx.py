@@ -145,3 +145,19 @@ def test_export_onnx_file_runs_anywhere_with_its_metadata(tmp_path):
     frames, conditions = _windows(3, 40, seed=5)
     y = session.run(None, {"x": frames[:, None], "condition": conditions})[0]
     np.testing.assert_allclose(y[:, 0], _eager(net, frames, conditions), atol=1e-5)
+
+
+def test_bench_times_the_default_model_on_every_cpu_backend(monkeypatch, capsys):
+    from rtbwe import benchmarking, cli
+
+    built = []
+    original = benchmarking.build_extender
+    monkeypatch.setattr(benchmarking, "build_extender", lambda model, backend, *a, **k:
+                        built.append((model, backend)) or original(model, backend, *a, **k))
+    monkeypatch.setattr(benchmarking, "time_kernels", lambda **k: {
+        "numba_us": 1.0, "numpy_us": 1.0, "speedup": 1.0})
+    assert cli.main(["bench", "--threads", "1", "--seconds", "0.05"]) == 0
+    assert built == [("default", b) for b in ("eager", "torchscript", "onnx")]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert {row[1] for row in rows if row and row[0] == "default"} == {
+        "eager", "torchscript", "onnx"}  # each timed on the backend it names
