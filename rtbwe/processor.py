@@ -154,7 +154,8 @@ class BandwidthExtender:
         window_ms, hop_ms: analysis window and hop; defaults 21.33 / 10.67 ms (1024 / 512
             samples at 48 kHz, chosen by measurement; the paper's 20 / 10 ms also works).
         num_threads: torch intra-op threads (process-wide); None keeps torch's setting.
-        backend: ``"auto"``, ``"eager"``, ``"torchscript"`` or ``"cuda-graph"``.
+        backend: ``"auto"`` (cuda-graph on CUDA; on CPU onnx when ``rtbwe[fast]`` is
+            installed, else eager), ``"eager"``, ``"torchscript"``, ``"onnx"`` or ``"cuda-graph"``.
         keep_below_hz: keep the input's passband below this fixed frequency: the output is
             the input there, only the band above comes from the network
             (:mod:`rtbwe.passband`). None (default): follow ``passband``.
