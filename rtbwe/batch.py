@@ -147,7 +147,8 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        ray.init(address=address, **({"include_dashboard": False} if address == "local"
+                                        else {}))
     except ConnectionError as err:
         raise CliError(f"cannot reach the Ray cluster at {address!r}: {err} (start one with "
                        "`ray start --head`, or pass --ray local)") from None

@@ -31,7 +31,7 @@ def _rank_env(rank: int, world_size: int, port: int) -> dict[str, str]:
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-def _launch(world_size: int, argv: list[str], record: Path, timeout_s: float = 180) -> list[str]:
+def _launch(world_size: int, argv: list[str], record: Path, timeout_s: float = 120) -> list[str]:
     """Start ``world_size`` ranks of tests/ddp_worker.py as torchrun would; their stdouts."""
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(WORKER), *argv], stdout=subprocess.PIPE,
@@ -83,8 +83,10 @@ def test_two_ranks_stay_identical_and_resume_across_world_sizes(tmp_path, monkey
     assert train_main(["fit", str(config), "--run-dir", str(run)]) == 0
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key)
-    # 2 ranks resume it to step 4
-    outs = _launch(2, ["fit", str(config), "--run-dir", str(run), "--steps", "4"], tmp_path)
+    # 2 ranks resume it; only rank 1 is told to stop after step 4: both stop there
+    monkeypatch.setenv("DDP_STOP_AFTER", "1:4")
+    outs = _launch(2, ["fit", str(config), "--run-dir", str(run), "--steps", "6"], tmp_path)
+    assert "stopped at step 4; resume with --resume" in outs[0]
     assert "resumed from" in outs[0] and "at step 2 on 2 processes (saved by 1: the global " \
         "batch changes from 2 to 4)" in outs[0]
     assert "global batch 4 = 2 x 2" in outs[0] and outs[1].strip() == ""  # rank 0 logs alone
@@ -96,11 +98,12 @@ def test_two_ranks_stay_identical_and_resume_across_world_sizes(tmp_path, monkey
     assert len({r["weights"] for r in ranks[0]}) == 2  # and the weights did move
     rows = (run / "log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows if ",train," in r] == [1, 2, 3, 4]
-    card = json.loads((run / "best.json").read_text())["distributed"]
-    assert card["global_batch"] == 4 and card["history"] == [[0, 1], [2, 2]]
+    card = json.loads((run / "best.json").read_text())["distributed"]  # from step 2 or 4
+    assert card["global_batch"] == 2 * card["world_size"] and "cosine" in card["lr_schedule"]
     # back to one plain process: continues from step 4 with rank 0's weights and stream
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4 and len(state["rank_samplers"]) == 2
+    assert state["history"] == [[0, 1], [2, 2]]  # [first step, world size]
     plain = Trainer(config_mod.load_config(config, steps=5), run, log=lambda s: None)
     assert plain.load_checkpoint() and plain.step == 4
     assert plain.sampler.state() == state["rank_samplers"][0]
