@@ -56,3 +56,17 @@ def test_a_folder_on_ray_equals_rtbwe_process_bit_for_bit_and_resumes(tmp_path, 
     # and without --skip-existing or -y nothing is started, as with the local CLI
     assert cli.main(["process", str(folder), str(out), "--ray", "auto"]) == 1
     assert "output exists" in capsys.readouterr().err
+
+
+def test_actor_pool_uses_the_clusters_gpus_else_its_cpus(monkeypatch):
+    from rtbwe import batch
+    from rtbwe.cli_files import CliError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    assert batch.actor_resources("auto", 1) == (2, {"num_gpus": 1, "num_cpus": 1}, "cuda")
+    assert batch.actor_resources("cuda:1", 1)[2] == "cuda"  # Ray hands each actor one GPU
+    assert batch.actor_resources("cpu", 2) == (8, {"num_cpus": 2}, "cpu")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 5.0})
+    assert batch.actor_resources("auto", 2) == (2, {"num_cpus": 2}, "auto")
+    with pytest.raises(CliError, match="no GPU"):
+        batch.actor_resources("cuda", 1)
