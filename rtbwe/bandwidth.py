@@ -38,6 +38,9 @@ GUARD_BINS = 2
 REFERENCE_HZ = 1000.0    # the in-band level just below a candidate cliff: the mean over 1 kHz
 FULL_BAND_FRACTION = 0.9  # a limit at or above 0.9 x Nyquist counts as full band
 MAX_SLOPE_DB_PER_OCTAVE = 12.0
+SHARP_DB = 30.0          # a sharp step: this many dB down ...
+STEP_OVER_EDGE = 1.15     # a sharp step this far above the first edge is the limit
+SHARP_BINS = 3           # ... within 2 x this many bins (about 280 Hz at 48 kHz / 1024)
 MIN_POWER = 1e-12        # mean power per bin below this (about -120 dB): silence, unknown
 
 
@@ -86,9 +89,36 @@ def detect_bandwidth_hz(power: np.ndarray, sample_rate: int, window_samples: int
     above_db = np.full_like(level_db, -np.inf)
     above_db[:, :bins - GUARD_BINS - 1] = suffix[:, GUARD_BINS + 1:]
     cliff = (below_db - above_db >= CLIFF_DB) & (k >= first)[None, :]
+    # a sharp step (a resampler, a codec, a steep filter): SHARP_DB down within 2 x
+    # SHARP_BINS bins, and nothing above it louder than the step's foot
+    step_db = np.full_like(level_db, -np.inf)
+    step_db[:, SHARP_BINS:-SHARP_BINS] = level_db[:, :-2 * SHARP_BINS] - level_db[:, 2 * SHARP_BINS:]
+    head_db = np.full_like(level_db, -np.inf)
+    head_db[:, SHARP_BINS:] = level_db[:, :-SHARP_BINS]
+    sharp = (step_db >= SHARP_DB) & (head_db - above_db >= SHARP_DB) & (k >= first)[None, :]
     for r in np.flatnonzero(~silent & cliff.any(axis=1)):
-        out[r] = _edge_hz(level_db[r], freqs_hz, int(np.argmax(cliff[r])))
+        first_cliff = int(np.argmax(cliff[r]))
+        out[r] = _edge_hz(level_db[r], freqs_hz, first_cliff)
+        steps = np.flatnonzero(sharp[r, first_cliff:])
+        if steps.size:  # a band limit above a quiet stretch (dark music): the step is it
+            step_hz = _step_edge_hz(level_db[r], freqs_hz, first_cliff + int(steps[-1]))
+            if step_hz > STEP_OVER_EDGE * out[r]:
+                out[r] = step_hz
     return out
+
+
+def _step_edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, step: int) -> float:
+    """The edge of a sharp step at bin ``step``: where the level falls EDGE_DB below the
+    median of the SHARP_BINS... 4 x SHARP_BINS bins before the step."""
+    top_db = float(np.median(level_db[max(step - 4 * SHARP_BINS, 1):step - SHARP_BINS + 1]))
+    span = np.arange(max(step - 4 * SHARP_BINS, 1), min(step + 2 * SHARP_BINS, len(freqs_hz)))
+    inside = span[level_db[span] >= top_db - EDGE_DB]
+    edge = int(inside[-1]) if inside.size else step
+    if edge + 1 < len(freqs_hz):
+        a, b = level_db[edge] - (top_db - EDGE_DB), level_db[edge + 1] - (top_db - EDGE_DB)
+        if a > 0 > b:
+            return float(freqs_hz[edge] + (freqs_hz[1] - freqs_hz[0]) * a / (a - b))
+    return float(freqs_hz[edge])
 
 
 def _edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, cliff: int) -> float:

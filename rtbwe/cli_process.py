@@ -170,9 +170,14 @@ def summary_line(job: Job, result: dict[str, float], bwe) -> str:
 def bandwidth_note(bwe) -> str:
     """``; input band-limited at about X.X kHz`` once ``bwe`` has estimated it (issue 11's
     ``input_bandwidth_hz``; absent or None before), else ''. Also on `rtbwe live`'s status."""
+    from .bandwidth import FULL_BAND_FRACTION
+
     bandwidth_hz = getattr(bwe, "input_bandwidth_hz", None)
-    return "" if bandwidth_hz is None else \
-        f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
+    if bandwidth_hz is None:
+        return ""
+    if bandwidth_hz >= FULL_BAND_FRACTION * getattr(bwe, "sample_rate", 48000) / 2:
+        return "; input is full band: passed through unchanged"
+    return f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ from .matrix import VALIDATION_ROWS, evaluate_matrix
 
 def _worker(pool, segment_samples: int, bands: int, seed: int, batch_size: int,
             out: mp.Queue, parent_pid: int) -> None:
+    # the fork inherited the trainer's stop handlers: restore the defaults, so terminate()
+    # (SIGTERM) and Ctrl-C end this process instead of setting a flag it never reads
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     torch.set_num_threads(1)
     sampler = WideSampler(pool, segment_samples, bands, seed=seed)
     batch = sampler.batch(batch_size)
