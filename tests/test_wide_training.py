@@ -93,7 +93,7 @@ def test_matrix_row_scores_an_identity_as_no_change():
     clips = [_broadband(1.5, i) for i in range(2)]
     rows = matrix.matrix_rows()
     same = matrix.evaluate_row("butter-6 6 kHz", rows["butter-6 6 kHz"], clips,
-                               lambda x: (x, 6000.0), SR)
+                               lambda x: (x, 6000.0), SR, [24000.0, 24000.0])
     assert same.dsnr_db == pytest.approx(0.0, abs=1e-6) and same.worse_fraction == 0
     full = matrix.evaluate_row("full band", None, clips, lambda x: (x, None), SR)
     assert full.dsnr_db > 100  # output = input
@@ -116,3 +116,18 @@ def test_wide_training_runs_resumes_and_records_its_recipe(tmp_path, workers):
     assert resumed.load_checkpoint() and resumed.step == 3
     resumed.train(resume=False)
     assert resumed.step == 4 and all(torch.isfinite(p).all() for p in resumed.model.parameters())
+
+
+def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
+    clips = [_broadband(1.2, i) for i in range(3)]
+    row = matrix.matrix_rows()["butter-6 14 kHz"]
+    seen = []
+
+    def run(x):
+        seen.append(x)
+        return x, 14000.0
+    result = matrix.evaluate_row("butter-6 14 kHz", row, clips, run, SR,
+                                 [24000.0, 10000.0, 16000.0])
+    assert result.clips == 2 and len(seen) == 2  # the 10 kHz clip holds nothing at 14 kHz
+    assert matrix.evaluate_row("full band", None, clips, run, SR,
+                               [24000.0, 17000.0, 19000.0]).clips == 1

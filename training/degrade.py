@@ -73,6 +73,8 @@ class Degradation:
             return self.rate_hz / 2
         if self.kind == "gsm":
             return 4000.0
+        if self.kind == "mp3-cbr":  # LAME's low-pass at 48 kHz mono, measured on noise
+            return {32: 8000.0, 64: 16500.0}.get(self.bitrate_kbps, 19000.0)
         return 11000.0 + 800.0 * (9.5 - self.vbr_quality)  # LAME's VBR low-pass, roughly
 
     def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -7,7 +7,11 @@ delayed by the latency), and reports per row:
 * pooled ΔSNR: output SNR minus input SNR, each pooled over all clips (total reference
   energy over total error energy); the full-band row reports the output's SNR against its
   input instead (the input is the reference there);
-* worse: the fraction of clips whose own ΔSNR is below -0.5 dB;
+* worse: the fraction of clips whose own ΔSNR is below -0.5 dB (full band: whose output is
+  less than 40 dB from its input);
+* only clips that hold what a row removes count: a clip's own bandwidth (measured on the
+  clean clip) must reach 1.05 x the row's band limit, or 0.8 x Nyquist for the full-band row
+  (lossy soundtracks stop at 11-18 kHz; a row that cuts above that changes nothing);
 * LSD, and LSD-HF above each clip's detected bandwidth (the input's, from the processor).
 
 Rows: full band; Butterworth 6 and Chebyshev-1 6 at 3.5, 4, 6, 8, 11 and 14 kHz; resampled
@@ -22,6 +26,8 @@ from typing import Callable
 import numpy as np
 
 from rtbwe import filters, metrics
+
+from rtbwe.bandwidth import FULL_BAND_FRACTION
 
 from .degrade import Degradation
 
@@ -60,6 +66,7 @@ class RowResult:
     lsd_hf_in: float
     lsd_hf_out: float
     bandwidth_hz: float
+    clips: int = 0
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -72,10 +79,25 @@ def pooled_snr_db(references: list[np.ndarray], estimates: list[np.ndarray]) -> 
     return 10 * np.log10(signal / max(error, 1e-30))
 
 
+def usable(degradation: Degradation | None, own_bandwidth_hz: float, sample_rate: int) -> bool:
+    """A clip serves a row only if it holds what the row removes: its own bandwidth is at
+    least 1.05 x the row's band limit (full band: at least FULL_BAND_FRACTION x Nyquist)."""
+    if degradation is None:
+        return own_bandwidth_hz >= FULL_BAND_FRACTION * sample_rate / 2
+    return own_bandwidth_hz >= 1.05 * degradation.band_limit_hz()
+
+
 def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndarray],
                  run: Callable[[np.ndarray], tuple[np.ndarray, float | None]],
-                 sample_rate: int) -> RowResult:
-    """``run`` maps one degraded clip (samples,) to (output, detected bandwidth Hz)."""
+                 sample_rate: int, own_bandwidths_hz: list[float] | None = None) -> RowResult:
+    """``run`` maps one degraded clip (samples,) to (output, detected bandwidth Hz). With
+    ``own_bandwidths_hz``, only the clips :func:`usable` for the row count."""
+    if own_bandwidths_hz is not None:
+        clips = [c for c, bw in zip(clips, own_bandwidths_hz)
+                 if usable(degradation, bw, sample_rate)]
+    if not clips:
+        nan = float("nan")
+        return RowResult(name, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0)
     inputs = [clip if degradation is None else degradation.apply(clip, sample_rate)
               for clip in clips]
     outputs, bandwidths = zip(*(run(x) for x in inputs))
@@ -96,7 +118,7 @@ def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndar
         float(np.mean([d < 40.0 for d in per_clip])),
         float(np.mean([metrics.lsd(r, x, sample_rate) for r, x in zip(refs, inputs)])),
         float(np.mean([metrics.lsd(r, o, sample_rate) for r, o in zip(refs, outputs)])),
-        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)))
+        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)), len(clips))
 
 
 def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | None]]:
@@ -109,12 +131,17 @@ def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | Non
 
 def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None = None,
                     progress: Callable[[str], None] | None = None) -> list[RowResult]:
+    from .real import own_bandwidth_hz
+
     table = matrix_rows()
     names = rows or tuple(table)
+    own = [own_bandwidth_hz(c) if bwe.sample_rate == 48000 else bwe.sample_rate / 2
+           for c in clips]
+    own = [bw if np.isfinite(bw) else 0.0 for bw in own]
     results = []
     for name in names:
         results.append(evaluate_row(name, table[name], clips, extender_runner(bwe),
-                                    bwe.sample_rate))
+                                    bwe.sample_rate, own))
         if progress:
             r = results[-1]
             progress(f"{name}: ΔSNR {r.dsnr_db:+.2f} dB, worse {r.worse_fraction:.0%}, "
@@ -124,12 +151,13 @@ def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None =
 
 def markdown_table(results: list[RowResult], title: str) -> str:
     lines = [f"### {title}", "",
-             "| input | detected bandwidth | SNR in (dB) | SNR out (dB) | ΔSNR (dB) | clips worse "
-             "| LSD in → out | LSD-HF in → out |", "|---|---:|---:|---:|---:|---:|---|---|"]
+             "| input | clips | detected bandwidth | SNR in (dB) | SNR out (dB) | ΔSNR (dB) | "
+             "clips worse | LSD in → out | LSD-HF in → out |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         full = r.name == "full band"
         lines.append(
-            f"| {r.name} | {r.bandwidth_hz / 1000:.1f} kHz | "
+            f"| {r.name} | {r.clips} | {r.bandwidth_hz / 1000:.1f} kHz | "
             f"{'—' if full else f'{r.snr_in_db:.2f}'} | {r.snr_out_db:.2f} | "
             f"{'(out vs in) ' + f'{r.dsnr_db:.1f}' if full else f'{r.dsnr_db:+.2f}'} | "
             f"{r.worse_fraction:.0%} | {r.lsd_in:.3f} → {r.lsd_out:.3f} | "
