@@ -16,6 +16,13 @@ The vector, for one channel at frame ``k`` (frames of the processor's window and
 so it is causal (streaming output still equals offline output), level-independent, and
 starts from the first frame (the average of the frames so far). Digital silence gives 0.
 
+That is layout 1 (40 values), which ``arunet-small-cond-6k`` was trained with. Layout 2 (48
+values, models trained for every bandwidth) describes the whole band: 47 bands of 500 Hz from
+0.5 to 24 kHz in dB relative to the 0.5-2.5 kHz level, plus where the network's band starts
+(the detected bandwidth, :mod:`rtbwe.bandwidth`, over Nyquist; 1 for full band). The tracker
+keeps every rfft bin's average (one float64 per bin and channel), so it serves both layouts
+and the bandwidth detection from one spectrum.
+
 Training draws the same vector from the clean audio's per-bin frame powers times the
 degradation filter's power response (:func:`filtered_band_power`), which is how the
 filtered signal's frame powers look, without filtering seconds of audio per segment.
