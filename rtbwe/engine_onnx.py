@@ -24,9 +24,12 @@ the exporter). :func:`onnx_missing` says why the backend cannot run, or None.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,9 @@ from .conditioning import condition_bands
 
 ONNX_OPSET = 17
 PARITY_ATOL = 1e-4        # an exported model further than this from eager on a probe is refused
+EXPORT_CACHE_SIZE = 8     # exports kept per process, keyed by class, structure, weights, window
+_exports: OrderedDict[tuple, bytes] = OrderedDict()
+_exports_lock = threading.Lock()
 
 
 def onnx_missing() -> str | None:
@@ -56,13 +62,45 @@ def _example(model: nn.Module, window_samples: int) -> tuple[torch.Tensor, ...]:
     return example_inputs(model, 2, window_samples)
 
 
+def _export_key(model: nn.Module, window_samples: int) -> tuple | None:
+    """What the exported graph depends on: class, structure (repr), every tensor of the state
+    dict (sha256 of its bytes), window length. None if a tensor cannot be read as bytes."""
+    digest = hashlib.sha256()
+    try:
+        for name, tensor in model.state_dict().items():
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                          .numpy().tobytes())
+    except (RuntimeError, TypeError):
+        return None
+    return (type(model).__module__, type(model).__qualname__, repr(model), int(window_samples),
+            digest.hexdigest())
+
+
 def onnx_bytes(model: nn.Module, window_samples: int) -> bytes:
     """``model`` (on CPU, put in eval mode) as an ONNX graph, batch axis dynamic.
 
-    The TorchScript-based exporter (``dynamo=False``) takes about 1 s for the default model;
-    the ``torch.export``-based one 15 s, so it is used only where the former is gone.
+    The TorchScript-based exporter (``dynamo=False``) takes 0.5-1 s for the default model;
+    the ``torch.export``-based one 15 s, so it is used only where the former is gone. The
+    last ``EXPORT_CACHE_SIZE`` exports are reused for a model of the same class, structure
+    and weights (many extenders on one network pay one export).
     """
     model = model.eval()
+    key = _export_key(model, window_samples)
+    with _exports_lock:
+        if key is not None and key in _exports:
+            _exports.move_to_end(key)
+            return _exports[key]
+    graph = _export(model, window_samples)
+    if key is not None:
+        with _exports_lock:
+            _exports[key] = graph
+            while len(_exports) > EXPORT_CACHE_SIZE:
+                _exports.popitem(last=False)
+    return graph
+
+
+def _export(model: nn.Module, window_samples: int) -> bytes:
     example = _example(model, window_samples)
     names = ["x", "condition"][:len(example)]
     buffer = io.BytesIO()

@@ -161,3 +161,17 @@ def test_bench_times_the_default_model_on_every_cpu_backend(monkeypatch, capsys)
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert {row[1] for row in rows if row and row[0] == "default"} == {
         "eager", "torchscript", "onnx"}  # each timed on the backend it names
+
+
+def test_export_is_reused_for_the_same_weights_only():
+    net = random_tiny(0)
+    first = engine_onnx.onnx_bytes(net, WINDOW)
+    assert engine_onnx.onnx_bytes(random_tiny(0), WINDOW) is first  # same class and weights
+    assert engine_onnx.onnx_bytes(net, 512) is not first            # another window
+    with torch.no_grad():
+        net.out.bias += 0.5
+    changed = engine.InferenceEngine(net, WINDOW, device="cpu", backend="onnx")
+    frames, _ = _windows(1, 0, seed=4)
+    out = np.empty_like(frames)
+    changed.run(frames, 1, out)
+    np.testing.assert_allclose(out, _eager(net, frames, None), atol=1e-5)  # not the old graph
