@@ -23,6 +23,8 @@ GRID = [
       for threads in (1, 2)],
     *[("tiny", backend, 1, 512, 1024, 512) for backend in ("eager", "torchscript")],
     ("arunet", "eager", 2, 512, 1024, 512),  # the paper-size network, once
+    # the shipped default (conditioned, tracker and band lock included) on every CPU backend
+    *[("default", backend, 1, 512, 1024, 512) for backend in ("eager", "torchscript", "onnx")],
 ]
 
 
