@@ -127,7 +127,21 @@ WIDE_REFERENCE_HZ = (500.0, 2500.0)
 WIDE_NUM_BANDS = int(round((WIDE_HIGH_HZ - WIDE_LOW_HZ) / WIDE_WIDTH_HZ))  # 47
 WIDE_BANDS = WIDE_NUM_BANDS + 1  # 48: the bands and the extension cutoff
 LAYOUTS = (NUM_BANDS, WIDE_BANDS)
+DETECT_EVERY_FRAMES = 8  # about 85 ms at 48 kHz / 512
 MIN_HISTORY_S = 0.5  # the bandwidth is unknown (NaN) until this much audio has been seen
+
+
+def min_history_frames(sample_rate: int, hop_samples: int) -> int:
+    """Frames before the first bandwidth estimate (MIN_HISTORY_S, rounded up)."""
+    return int(np.ceil(MIN_HISTORY_S * sample_rate / hop_samples))
+
+
+def last_detection_frame(frames_seen: int, sample_rate: int, hop_samples: int) -> int:
+    """How many frames the tracker had seen at its latest bandwidth detection (0: none yet)."""
+    first = min_history_frames(sample_rate, hop_samples)
+    if frames_seen < first:
+        return 0
+    return first + (frames_seen - first) // DETECT_EVERY_FRAMES * DETECT_EVERY_FRAMES
 
 
 def check_layout(bands: int) -> None:
@@ -199,7 +213,7 @@ class SpectrumTracker:
         self.channels, self.sample_rate = channels, sample_rate
         self.window_samples, self.condition_bands = window_samples, condition_bands
         self.decay = decay_per_frame(sample_rate, hop_samples, time_constant_s)
-        self.min_frames = MIN_HISTORY_S * sample_rate / hop_samples
+        self.min_frames = min_history_frames(sample_rate, hop_samples)
         self.sums = np.zeros((channels, window_samples // 2 + 1), np.float64)
         self.weights = np.zeros(channels, np.float64)
         self.frames_seen = 0
@@ -224,21 +238,28 @@ class SpectrumTracker:
         clipped = np.clip(frames[:rows], -MAX_SAMPLE, MAX_SAMPLE)
         power = full_bin_power(clipped).reshape(self.channels, num_frames, -1)
         averaged = np.empty_like(power)
-        known = np.empty(num_frames, bool)
+        due = np.zeros(num_frames, bool)  # frames whose bandwidth is (re)detected
         for f in range(num_frames):
             self.sums *= self.decay
             self.sums += power[:, f]
             self.weights = self.weights * self.decay + 1.0
             averaged[:, f] = self.sums / self.weights[:, None]
             self.frames_seen += 1
-            known[f] = self.frames_seen >= self.min_frames
+            due[f] = (self.frames_seen >= self.min_frames
+                      and (self.frames_seen - self.min_frames) % DETECT_EVERY_FRAMES == 0)
         averaged = averaged.reshape(rows, -1)
-        bandwidth = np.full((self.channels, num_frames), np.nan)
-        if known.any():
-            bandwidth[:, known] = detect_bandwidth_hz(
-                averaged.reshape(self.channels, num_frames, -1)[:, known].reshape(
+        # a 4 s average moves slowly: detect every DETECT_EVERY_FRAMES frames (at the same
+        # stream positions in streaming and offline) and hold the value in between
+        bandwidth = np.empty((self.channels, num_frames))
+        found = np.empty((self.channels, 0))
+        if due.any():
+            found = detect_bandwidth_hz(
+                averaged.reshape(self.channels, num_frames, -1)[:, due].reshape(
                     -1, averaged.shape[1]), self.sample_rate,
                 self.window_samples).reshape(self.channels, -1)
+        index = np.cumsum(due) - 1  # the latest detection at or before each frame
+        for f in range(num_frames):
+            bandwidth[:, f] = found[:, index[f]] if index[f] >= 0 else self.bandwidth_hz
         self.bandwidth_hz = bandwidth[:, -1].copy()
         cutoff = extension_cutoff_hz(bandwidth.reshape(rows), self.sample_rate)
         if cutoffs_hz is not None:

@@ -164,14 +164,18 @@ def stream_state(degraded: np.ndarray, end_sample: int, sample_rate: int, bands:
     padded = np.pad(degraded[max(start, 0):end_sample], (max(-start, 0), 0))
     frames = np.lib.stride_tricks.sliding_window_view(padded, window_samples)[::hop_samples]
     frames = np.clip(frames[:frames_total], -conditioning.MAX_SAMPLE, conditioning.MAX_SAMPLE)
-    # the tracker's exponential average at the last frame, in one product
+    # the tracker's exponential average at a frame count, in one product
     decay = conditioning.decay_per_frame(sample_rate, hop_samples)
-    weights = decay ** np.arange(len(frames) - 1, -1, -1, dtype=np.float64)
-    power = (weights @ conditioning.full_bin_power(frames.astype(np.float32)))[None]
-    power /= weights.sum()
-    known = len(frames) >= conditioning.MIN_HISTORY_S * sample_rate / hop_samples
-    bandwidth = (detect_bandwidth_hz(power, sample_rate, window_samples) if known
-                 else np.array([np.nan]))
+    frame_power = conditioning.full_bin_power(frames.astype(np.float32))
+
+    def average(count: int) -> np.ndarray:
+        weights = decay ** np.arange(count - 1, -1, -1, dtype=np.float64)
+        return (weights @ frame_power[:count])[None] / weights.sum()
+    power = average(len(frames))
+    # the tracker detects every few frames and holds the value: use its latest detection
+    detected_at = conditioning.last_detection_frame(len(frames), sample_rate, hop_samples)
+    bandwidth = (detect_bandwidth_hz(average(detected_at), sample_rate, window_samples)
+                 if detected_at else np.array([np.nan]))
     cutoff = extension_cutoff_hz(bandwidth, sample_rate)
     condition = (conditioning.conditions_from_power(power, cutoff, bands, sample_rate,
                                                     window_samples)[0]
