@@ -39,7 +39,7 @@ REFERENCE_HZ = 1000.0    # the in-band level just below a candidate cliff: the m
 FULL_BAND_FRACTION = 0.8  # a limit at or above 0.8 x Nyquist (19.2 kHz at 48 kHz): full band
 MAX_SLOPE_DB_PER_OCTAVE = 12.0
 SHARP_DB = 30.0          # a sharp step: this many dB down ...
-STEP_OVER_EDGE = 1.15     # a sharp step this far above the first edge is the limit
+STEP_OVER_EDGE = 1.05     # a sharp step this far above the first edge is the limit
 SHARP_BINS = 3           # ... within 2 x this many bins (about 280 Hz at 48 kHz / 1024)
 MIN_POWER = 1e-12        # mean power per bin below this (about -120 dB): silence, unknown
 
@@ -108,10 +108,11 @@ def detect_bandwidth_hz(power: np.ndarray, sample_rate: int, window_samples: int
 
 
 def _step_edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, step: int) -> float:
-    """The edge of a sharp step at bin ``step``: where the level falls EDGE_DB below the
-    median of the SHARP_BINS... 4 x SHARP_BINS bins before the step."""
-    top_db = float(np.median(level_db[max(step - 4 * SHARP_BINS, 1):step - SHARP_BINS + 1]))
-    span = np.arange(max(step - 4 * SHARP_BINS, 1), min(step + 2 * SHARP_BINS, len(freqs_hz)))
+    """The edge of a sharp step at bin ``step``: the last bin before it within EDGE_DB of the
+    passband level there (the 75th percentile of the 8 x SHARP_BINS bins before the step)."""
+    top_db = float(np.percentile(level_db[max(step - 8 * SHARP_BINS, 1):step - SHARP_BINS + 1],
+                                 75))
+    span = np.arange(max(step - 8 * SHARP_BINS, 1), min(step + 2 * SHARP_BINS, len(freqs_hz)))
     inside = span[level_db[span] >= top_db - EDGE_DB]
     edge = int(inside[-1]) if inside.size else step
     if edge + 1 < len(freqs_hz):
