@@ -132,10 +132,16 @@ class DetectedBandLock:
     :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known) returns the
     input exactly. Applied between the engine and the overlap-add, so every backend gets it
     and streaming still equals offline.
+
+    ``gain`` scales the band the network adds (``out = input + gain * highpass(...)``): a
+    model card's ``extension_gain``, the least-squares gain fitted on the validation split
+    (``rtbwe-train export --calibrate``), 1 when the card has none.
     """
 
-    def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS):
+    def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
+                 gain: float = 1.0):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
+        self.gain = float(gain)
         self.n_fft = 1 << int(np.ceil(np.log2(window_samples + taps - 1)))
         self.nyquist_hz = sample_rate / 2
 
@@ -154,7 +160,7 @@ class DetectedBandLock:
         spectrum *= band_responses(self.sample_rate, cutoff[index], None, self.n_fft, self.taps)
         half = self.taps // 2
         high = np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
-        outputs[index] = inputs[index] + high.astype(np.float32)
+        outputs[index] = inputs[index] + (self.gain * high).astype(np.float32)
 
 
 def lock_to_band(x: torch.Tensor, y: torch.Tensor, sample_rate: int, low_hz: np.ndarray,

@@ -198,7 +198,12 @@ class BandwidthExtender:
             module = PassbandLock(module, self.sample_rate, self.keep_below_hz)
         # a fixed lock replaces the detected one
         self.passband = "fixed" if self.keep_below_hz is not None else passband
-        self._band_lock = self.passband == "detected"
+        # the detected-band lock, with the card's calibrated gain on the added band
+        card = getattr(module, "card", None)
+        gain = card.get("extension_gain", 1.0) if isinstance(card, dict) else 1.0
+        gain = float(gain) if isinstance(gain, (int, float)) else 1.0
+        self.extension_gain = min(max(gain, 0.0), 1.0) if np.isfinite(gain) else 1.0
+        self._band_lock = self.extension_gain if self.passband == "detected" else False
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
         if not 0 < self.hop_samples <= self.window_samples:

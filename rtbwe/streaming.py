@@ -82,18 +82,21 @@ class WindowPath:
 
     Args:
         lock: True: the network changes only the band above each window's detected
-            bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); False: its output as is.
+            bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a float: the same, with
+            that gain on the added band; False: the network's output as is.
     """
 
     def __init__(self, engine: InferenceEngine, tracker: SpectrumTracker, rows: int,
-                 lock: bool):
+                 lock: bool | float):
         self.engine, self.tracker = engine, tracker
         window_samples = engine.window_samples
         self.conditions = (np.zeros((rows, engine.condition_bands), np.float32)
                            if engine.condition_bands else None)
         self.cutoffs_hz = np.zeros(rows, np.float64)
-        self.lock = DetectedBandLock(tracker.sample_rate, window_samples) if lock else None
-        self.inputs = np.zeros((rows, window_samples), np.float32) if lock else None
+        off = lock is False or lock is None
+        self.lock = None if off else DetectedBandLock(
+            tracker.sample_rate, window_samples, gain=1.0 if lock is True else float(lock))
+        self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""
@@ -110,7 +113,7 @@ class WindowPath:
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
                     hop_samples: int, buffer_size: int, stats: ProcessorStats,
-                    sample_rate: int = 48000, lock: bool = True) -> np.ndarray:
+                    sample_rate: int = 48000, lock: bool | float = True) -> np.ndarray:
     """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
 
     Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
@@ -148,7 +151,7 @@ class StreamState:
 
     def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
                  block_samples: int = 8192, tracker: SpectrumTracker | None = None,
-                 engine: InferenceEngine | None = None, lock: bool = True):
+                 engine: InferenceEngine | None = None, lock: bool | float = True):
         self.channels = channels
         self.tracker = tracker
         self.engine, self.lock = engine, lock

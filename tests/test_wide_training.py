@@ -131,3 +131,27 @@ def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
     assert result.clips == 2 and len(seen) == 2  # the 10 kHz clip holds nothing at 14 kHz
     assert matrix.evaluate_row("full band", None, clips, run, SR,
                                [24000.0, 17000.0, 19000.0]).clips == 1
+
+
+def test_calibrated_gain_never_loses_on_its_own_data():
+    """The least-squares gain on the added band: in [0, 1], and the pooled error with it is
+    never above the error with gain 1 on the clips it was fitted on."""
+    from helpers import random_tiny
+
+    from rtbwe import BandwidthExtender
+    from rtbwe.training.calibrate import fit_extension_gain
+
+    clips = [_broadband(1.5, 10 + i) for i in range(2)]
+    net = random_tiny(4)
+    fit = fit_extension_gain(net, clips)
+    gain = fit["extension_gain"]
+    assert 0.0 <= gain <= 1.0 and fit["pairs"] > 0
+    row = matrix.matrix_rows()["butter-6 6 kHz"]
+    errors = {}
+    for g in (1.0, gain):
+        net.card = {"sample_rate": SR, "extension_gain": g}
+        bwe = BandwidthExtender(net, num_threads=1)
+        assert bwe.extension_gain == pytest.approx(g)
+        errors[g] = sum(float(np.sum((c - bwe.process(row.apply(c, SR), SR)) ** 2))
+                        for c in clips)
+    assert errors[gain] <= errors[1.0] * 1.05

@@ -162,6 +162,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .degrade import describe
 
         card.setdefault("degradations", describe())
+    if args.calibrate:  # the added band's gain, least squares on the validation split
+        from .calibrate import fit_extension_gain
+        from .evaluate import EvalSettings, test_clips
+
+        settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips)
+        clips = [c for root in args.calibrate for c in test_clips(
+            dataset_files(root)["validation"], settings)]
+        fit = fit_extension_gain(model, clips, progress=lambda m: print(m, flush=True))
+        card["extension_gain"] = fit["extension_gain"]
+        card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
+                               "clips": len(clips), "clip_seconds": args.clip_seconds}
+        print(f"extension gain {fit['extension_gain']} from {fit['pairs']} validation pairs")
     if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
         matrix = json.loads(Path(args.matrix_json).read_text())
         card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],
@@ -265,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir", help="run folder holding best.json / best.safetensors")
     x.add_argument("stem", help="output path without suffix, e.g. rtbwe/weights/arunet-small-6k")
     x.add_argument("--data", help="corpus for test metrics (skipped when absent)")
+    x.add_argument("--calibrate", nargs="+", metavar="DATA",
+                   help="fit the card's extension_gain on these datasets' validation split "
+                   "(training/calibrate.py)")
     x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
                    "copied into the card")
     x.add_argument("--clip-seconds", type=float, default=10.0,
