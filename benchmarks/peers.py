@@ -12,7 +12,16 @@ conv, and the input added to the output. ``channels`` (the first level's width) 
 gives 0.58 M parameters, about rtbwe's default size (0.57 M), so the comparison is topology
 against topology.
 
-Shapes: ``forward(x)``: x (batch, 1, samples), samples a multiple of 256 -> (batch, 1, samples).
+``APBWE``: AP-BWE's generator (Lu et al., 2024) at its published 48 kHz configuration
+(``config_16kto48k.json``: STFT n_fft 1024, hop 80, window 320; ConvNeXt width 512, 8 layers):
+a log-amplitude and a phase stream over the STFT frames, each a kernel-7 input conv and layer
+norm, then 8 pairs of ConvNeXt blocks (depthwise kernel-7 conv, layer norm, 3x pointwise MLP
+with GELU, layer scale) with each stream added into the other before every pair, then layer
+norm and linear heads (amplitude residual; phase from atan2 of two heads); the waveform comes
+back by inverse STFT. 29.7 M parameters (the paper: 29.8 M). Offline, non-causal.
+
+Shapes: ``forward(x)``: x (batch, 1, samples) -> (batch, 1, samples); SEANetBWE needs
+samples a multiple of 256.
 """
 from __future__ import annotations
 
@@ -81,3 +90,57 @@ class SEANetBWE(nn.Module):
         for block, skip in zip(self.up, reversed(skips)):
             h = block["res"](block["conv"](F.elu(h)) + skip)
         return x + self.out(F.elu(h))
+
+
+class ConvNeXt1d(nn.Module):
+    """x (batch, dim, frames) -> same: depthwise conv, layer norm, 3x MLP, layer scale, residual."""
+
+    def __init__(self, dim: int, layer_scale: float):
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.expand = nn.Linear(dim, 3 * dim)
+        self.project = nn.Linear(3 * dim, dim)
+        self.scale = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.depthwise(x).transpose(1, 2))
+        h = self.scale * self.project(F.gelu(self.expand(h)))
+        return x + h.transpose(1, 2)
+
+
+class APBWE(nn.Module):
+    def __init__(self, n_fft: int = 1024, hop: int = 80, window: int = 320, width: int = 512,
+                 layers: int = 8):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(window), persistent=False)
+        bins = n_fft // 2 + 1
+        self.pre = nn.ModuleList(nn.Conv1d(bins, width, 7, padding=3) for _ in range(2))
+        self.pre_norm = nn.ModuleList(nn.LayerNorm(width, eps=1e-6) for _ in range(2))
+        self.amp_blocks = nn.ModuleList(ConvNeXt1d(width, 1 / layers) for _ in range(layers))
+        self.pha_blocks = nn.ModuleList(ConvNeXt1d(width, 1 / layers) for _ in range(layers))
+        self.post_norm = nn.ModuleList(nn.LayerNorm(width, eps=1e-6) for _ in range(2))
+        self.amp_head = nn.Linear(width, bins)
+        self.pha_real, self.pha_imag = nn.Linear(width, bins), nn.Linear(width, bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        samples = x.shape[-1]
+        spec = torch.stft(x[:, 0], self.n_fft, self.hop, self.window.shape[0], self.window,
+                          return_complex=True)
+        log_amp, phase = torch.log(spec.abs().clamp_min(1e-5)), spec.angle()
+        streams = []
+        for conv, norm, inp in zip(self.pre, self.pre_norm, (log_amp, phase)):
+            streams.append(norm(conv(inp).transpose(1, 2)).transpose(1, 2))
+        a, p = streams
+        for amp_block, pha_block in zip(self.amp_blocks, self.pha_blocks):
+            a = a + p
+            p = p + a
+            a, p = amp_block(a), pha_block(p)
+        a = self.post_norm[0](a.transpose(1, 2))
+        p = self.post_norm[1](p.transpose(1, 2))
+        amp = log_amp + self.amp_head(a).transpose(1, 2)
+        pha = torch.atan2(self.pha_imag(p), self.pha_real(p)).transpose(1, 2)
+        out = torch.polar(torch.exp(amp), pha)
+        return torch.istft(out, self.n_fft, self.hop, self.window.shape[0], self.window,
+                           length=samples)[:, None]

@@ -15,7 +15,8 @@ Peers (each an optional dependency; its test skips cleanly, saying why, when it 
   ``torchaudio`` too, and ``init_df`` downloads its weights; skips here for the same reasons.
 * SEANet-style causal BWE (``peers.SEANetBWE``): rebuilt from the published topology with
   random weights, **timing only**; eager and through ONNX Runtime.
-* AP-BWE: not rebuilt yet (issue 14).
+* AP-BWE (``peers.APBWE``): the generator at its published 48 kHz configuration, random
+  weights, **timing only**, STFT and inverse STFT included; offline (non-causal) only.
 """
 from __future__ import annotations
 
@@ -129,3 +130,13 @@ def test_deepfilternet3(benchmark, record, rtbwe_default):
     audio = torch.from_numpy(_noise(state.sr()))[None]
     _interleaved(benchmark, record, rtbwe_default,
                  {"deepfilternet3": lambda: enhance.enhance(model, state, audio)})
+
+
+def test_ap_bwe(benchmark, record, rtbwe_default, rtbwe_eager):
+    from peers import APBWE
+
+    torch.manual_seed(0)
+    net = APBWE().eval()
+    record(ap_bwe_parameters=sum(p.numel() for p in net.parameters()))
+    _interleaved(benchmark, record, rtbwe_default, {"ap_bwe": _torch_runner(net, _noise(RATE))},
+                 rtbwe_eager=rtbwe_eager)
