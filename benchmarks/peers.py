@@ -34,19 +34,43 @@ DILATIONS = (1, 3, 9)
 
 
 class CausalConv1d(nn.Conv1d):
-    """Conv1d padded on the left only: output ``t`` sees inputs ``<= t`` (times the stride)."""
+    """Conv1d padded on the left only: output ``t`` sees inputs ``<= t`` (times the stride).
+
+    Streaming (``streaming = True``): the left padding is the previous call's last input
+    samples instead of zeros, so chunks (multiples of the stride) give the offline output."""
+
+    streaming = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left = self.dilation[0] * (self.kernel_size[0] - 1) - (self.stride[0] - 1)
-        return super().forward(F.pad(x, (max(left, 0), 0)))
+        left = max(self.dilation[0] * (self.kernel_size[0] - 1) - (self.stride[0] - 1), 0)
+        if not self.streaming:
+            return super().forward(F.pad(x, (left, 0)))
+        state = getattr(self, "state", None)
+        if state is None or state.shape[0] != x.shape[0]:
+            state = x.new_zeros(x.shape[0], x.shape[1], left)
+        joined = torch.cat([state, x], dim=-1)
+        self.state = joined[..., joined.shape[-1] - left:]
+        return super().forward(joined)
 
 
 class CausalConvTranspose1d(nn.ConvTranspose1d):
-    """Transposed conv with the look-ahead part of its output trimmed (causal)."""
+    """Transposed conv with the look-ahead part of its output trimmed (causal).
+
+    Streaming: the trimmed tail (kernel - stride samples, without bias) is kept and added to
+    the next call's head, as the offline output would have it."""
+
+    streaming = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
-        return out[..., :x.shape[-1] * self.stride[0]]
+        keep = x.shape[-1] * self.stride[0]
+        if not self.streaming:
+            return out[..., :keep]
+        tail = getattr(self, "tail", None)
+        if tail is not None and tail.shape[0] == x.shape[0]:
+            out[..., :tail.shape[-1]] += tail
+        self.tail = out[..., keep:] - self.bias[:, None]
+        return out[..., :keep]
 
 
 class ResidualUnit(nn.Module):
@@ -79,6 +103,14 @@ class SEANetBWE(nn.Module):
                 "conv": CausalConvTranspose1d(widths[i + 1], widths[i], 2 * stride, stride=stride),
                 "res": nn.Sequential(*[ResidualUnit(widths[i], d) for d in DILATIONS])}))
         self.out = CausalConv1d(widths[0], 1, 7)
+
+    def stream(self, on: bool = True) -> None:
+        """Streaming mode: every call continues the last (chunks a multiple of 256 samples);
+        ``stream(False)`` returns to offline and drops the state."""
+        for module in self.modules():
+            if isinstance(module, (CausalConv1d, CausalConvTranspose1d)):
+                module.streaming = on
+                module.state = module.tail = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)

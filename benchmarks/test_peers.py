@@ -14,7 +14,9 @@ Peers (each an optional dependency; its test skips cleanly, saying why, when it 
 * ``deepfilternet`` (PyPI, DeepFilterNet3, its default model via ``init_df``): imports
   ``torchaudio`` too, and ``init_df`` downloads its weights; skips here for the same reasons.
 * SEANet-style causal BWE (``peers.SEANetBWE``): rebuilt from the published topology with
-  random weights, **timing only**; eager and through ONNX Runtime.
+  random weights, **timing only**; eager and through ONNX Runtime offline, and streaming
+  statefully (each causal conv keeps its left context, ``SEANetBWE.stream``) in 512-sample
+  chunks against rtbwe's 512-sample hops: ms per 10 ms of audio (``test_seanet_streaming``).
 * AP-BWE (``peers.APBWE``): the generator at its published 48 kHz configuration, random
   weights, **timing only**, STFT and inverse STFT included; offline (non-causal) only.
 """
@@ -140,3 +142,53 @@ def test_ap_bwe(benchmark, record, rtbwe_default, rtbwe_eager):
     record(ap_bwe_parameters=sum(p.numel() for p in net.parameters()))
     _interleaved(benchmark, record, rtbwe_default, {"ap_bwe": _torch_runner(net, _noise(RATE))},
                  rtbwe_eager=rtbwe_eager)
+
+
+def test_seanet_streaming(benchmark, record, rtbwe_default, rtbwe_eager):
+    """Per 10 ms of audio, streaming: SEANet-style stateful in 512-sample chunks (checked equal
+    to its offline output first) against rtbwe's default in 512-sample hops, interleaved."""
+    from peers import SEANetBWE
+
+    torch.manual_seed(0)
+    net = SEANetBWE().eval()
+    chunk = 512
+    x = torch.from_numpy(_noise(RATE)[:chunk * 16])[None, None]
+    with torch.inference_mode():
+        offline = net(x)
+        net.stream(True)
+        streamed = torch.cat([net(x[..., i:i + chunk]) for i in range(0, x.shape[-1], chunk)], -1)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+    blocks = [np.ascontiguousarray(b) for b in x[0].numpy().reshape(1, 16, chunk)
+              .transpose(1, 0, 2)]
+    for bwe in (rtbwe_default, rtbwe_eager):
+        bwe.reset()
+        bwe.prepare(1, chunk)
+    contenders = {
+        "rtbwe": lambda b: rtbwe_default.process(b, RATE, reset=False),
+        "rtbwe_eager": lambda b: rtbwe_eager.process(b, RATE, reset=False),
+        "seanet_stream": lambda b: net(torch.from_numpy(b)[None]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    step = [0]
+
+    def one_round():
+        block = blocks[step[0] % 16]
+        step[0] += 1
+        with torch.inference_mode():
+            for name, run in contenders.items():
+                begun = time.perf_counter()
+                run(block)
+                times[name].append(time.perf_counter() - begun)
+
+    load_before = os.getloadavg()[0]
+    benchmark.pedantic(one_round, rounds=int(SECONDS * RATE) // chunk, iterations=1,
+                       warmup_rounds=20)
+    net.stream(False)
+    per_10ms = {name: 1e3 * float(np.mean(v[20:])) * 0.010 / (chunk / RATE)
+                for name, v in times.items()}
+    record(load_1min=f"{load_before:.2f}->{os.getloadavg()[0]:.2f}",
+           rtbwe_backend=rtbwe_default.backend,
+           **{f"{name}_ms_per_10ms": value for name, value in per_10ms.items()},
+           **{f"{name}_vs_rtbwe": value / per_10ms["rtbwe"] for name, value in per_10ms.items()},
+           **{f"{name}_p99_ms": 1e3 * float(np.percentile(v[20:], 99))
+              for name, v in times.items()})
