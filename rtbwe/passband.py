@@ -134,14 +134,17 @@ class DetectedBandLock:
     and streaming still equals offline.
 
     ``gain`` scales the band the network adds (``out = input + gain * highpass(...)``): a
-    model card's ``extension_gain``, the least-squares gain fitted on the validation split
-    (``rtbwe-train export --calibrate``), 1 when the card has none.
+    number, or a model card's ``extension_gain`` table ``[[up_to_hz, gain], ...]`` (the gain
+    of the first bucket whose ``up_to_hz`` is above the window's cutoff): least-squares gains
+    fitted on the validation split per cutoff bucket (``rtbwe-train export --calibrate``).
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
-                 gain: float = 1.0):
+                 gain: float | list = 1.0):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
-        self.gain = float(gain)
+        table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
+        self.gain_edges_hz = np.array([float(edge) for edge, _ in table])
+        self.gains = np.array([float(g) for _, g in table] + [1.0])
         self.n_fft = 1 << int(np.ceil(np.log2(window_samples + taps - 1)))
         self.nyquist_hz = sample_rate / 2
 
@@ -160,7 +163,8 @@ class DetectedBandLock:
         spectrum *= band_responses(self.sample_rate, cutoff[index], None, self.n_fft, self.taps)
         half = self.taps // 2
         high = np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
-        outputs[index] = inputs[index] + (self.gain * high).astype(np.float32)
+        gains = self.gains[np.searchsorted(self.gain_edges_hz, cutoff[index], side="right")]
+        outputs[index] = inputs[index] + (gains[:, None] * high).astype(np.float32)
 
 
 def lock_to_band(x: torch.Tensor, y: torch.Tensor, sample_rate: int, low_hz: np.ndarray,

@@ -138,6 +138,28 @@ def check_buffer_size(buffer_size: int) -> int:
     return int(buffer_size)
 
 
+MAX_EXTENSION_GAIN = 4.0
+
+
+def extension_gains(value) -> list:
+    """A card's ``extension_gain`` (a number, or ``[[up_to_hz, gain], ...]`` with rising
+    edges) as a checked table; anything malformed or non-finite means gain 1 (untrusted
+    input), and gains are clipped to [0, MAX_EXTENSION_GAIN]."""
+    def gain(g) -> float:
+        return float(min(max(float(g), 0.0), MAX_EXTENSION_GAIN))
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            return [[float("inf"), gain(value)]]
+        table = [[float(edge), gain(g)] for edge, g in value][:32]
+        edges = [edge for edge, _ in table]
+        if table and all(np.isfinite(g) for _, g in table) and edges == sorted(edges) \
+                and not any(np.isnan(edges)):
+            return table
+    except (TypeError, ValueError):
+        pass
+    return [[float("inf"), 1.0]]
+
+
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
     """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
     bad = ~np.isfinite(audio)
@@ -200,9 +222,8 @@ class BandwidthExtender:
         self.passband = "fixed" if self.keep_below_hz is not None else passband
         # the detected-band lock, with the card's calibrated gain on the added band
         card = getattr(module, "card", None)
-        gain = card.get("extension_gain", 1.0) if isinstance(card, dict) else 1.0
-        gain = float(gain) if isinstance(gain, (int, float)) else 1.0
-        self.extension_gain = min(max(gain, 0.0), 1.0) if np.isfinite(gain) else 1.0
+        self.extension_gain = extension_gains(card.get("extension_gain", 1.0)
+                                              if isinstance(card, dict) else 1.0)
         self._band_lock = self.extension_gain if self.passband == "detected" else False
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))

@@ -82,12 +82,12 @@ class WindowPath:
 
     Args:
         lock: True: the network changes only the band above each window's detected
-            bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a float: the same, with
-            that gain on the added band; False: the network's output as is.
+            bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a gain or a table of gains
+            per cutoff: the same, with that gain on the added band; False: the output as is.
     """
 
     def __init__(self, engine: InferenceEngine, tracker: SpectrumTracker, rows: int,
-                 lock: bool | float):
+                 lock: bool | float | list):
         self.engine, self.tracker = engine, tracker
         window_samples = engine.window_samples
         self.conditions = (np.zeros((rows, engine.condition_bands), np.float32)
@@ -95,7 +95,7 @@ class WindowPath:
         self.cutoffs_hz = np.zeros(rows, np.float64)
         off = lock is False or lock is None
         self.lock = None if off else DetectedBandLock(
-            tracker.sample_rate, window_samples, gain=1.0 if lock is True else float(lock))
+            tracker.sample_rate, window_samples, gain=1.0 if lock is True else lock)
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:

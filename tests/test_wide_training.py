@@ -133,25 +133,34 @@ def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
                                [24000.0, 17000.0, 19000.0]).clips == 1
 
 
-def test_calibrated_gain_never_loses_on_its_own_data():
-    """The least-squares gain on the added band: in [0, 1], and the pooled error with it is
-    never above the error with gain 1 on the clips it was fitted on."""
+def test_calibrated_gains_never_lose_on_their_own_data():
+    """Least-squares gains per bucket of detected bandwidth: within range, and the pooled
+    error with them is never above the error with gain 1 on the pairs they were fitted on."""
     from helpers import random_tiny
 
-    from rtbwe import BandwidthExtender
-    from rtbwe.training.calibrate import fit_extension_gain
+    from rtbwe.training.calibrate import MAX_FITTED_GAIN, fit_extension_gain
 
     clips = [_broadband(1.5, 10 + i) for i in range(2)]
-    net = random_tiny(4)
-    fit = fit_extension_gain(net, clips)
-    gain = fit["extension_gain"]
-    assert 0.0 <= gain <= 1.0 and fit["pairs"] > 0
-    row = matrix.matrix_rows()["butter-6 6 kHz"]
-    errors = {}
-    for g in (1.0, gain):
-        net.card = {"sample_rate": SR, "extension_gain": g}
-        bwe = BandwidthExtender(net, num_threads=1)
-        assert bwe.extension_gain == pytest.approx(g)
-        errors[g] = sum(float(np.sum((c - bwe.process(row.apply(c, SR), SR)) ** 2))
-                        for c in clips)
-    assert errors[gain] <= errors[1.0] * 1.05
+    fit = fit_extension_gain(random_tiny(4), clips)
+    assert fit["pairs"] > 0 and len(fit["extension_gain"]) == 5
+    assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in fit["extension_gain"])
+    assert fit["error_fitted"] <= fit["error_gain_1"] + 1e-9
+
+
+def test_gain_table_applies_per_window_cutoff():
+    from rtbwe.passband import DetectedBandLock
+    from rtbwe.processor import extension_gains
+
+    lock = DetectedBandLock(SR, 1024, gain=[[5000.0, 0.0], [9000.0, 2.0], [float("inf"), 1.0]])
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 3, 1024)).astype(np.float32)
+    out = y.copy()
+    lock.apply(x, out, 3, np.array([4000.0, 8000.0, 12000.0]))
+    reference = y.copy()
+    DetectedBandLock(SR, 1024).apply(x, reference, 3, np.array([4000.0, 8000.0, 12000.0]))
+    np.testing.assert_allclose(out[0], x[0], atol=1e-6)                        # gain 0
+    np.testing.assert_allclose(out[1] - x[1], 2 * (reference[1] - x[1]), atol=1e-5)
+    np.testing.assert_allclose(out[2], reference[2], atol=1e-6)                # gain 1
+    assert extension_gains([[9e3, 9.0], [5e3, 1.0]]) == [[float("inf"), 1.0]]  # falling edges
+    assert extension_gains(float("nan")) == [[float("inf"), 1.0]]
+    assert extension_gains([[9e3, 9.0]]) == [[9000.0, 4.0]]                   # clipped

@@ -173,7 +173,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         card["extension_gain"] = fit["extension_gain"]
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
                                "clips": len(clips), "clip_seconds": args.clip_seconds}
-        print(f"extension gain {fit['extension_gain']} from {fit['pairs']} validation pairs")
+        print(f"extension gains {fit['extension_gain']} from {fit['pairs']} validation pairs "
+              f"(pooled squared error {fit['error_gain_1']:.4g} at gain 1, "
+              f"{fit['error_fitted']:.4g} fitted)")
     if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
         matrix = json.loads(Path(args.matrix_json).read_text())
         card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],
