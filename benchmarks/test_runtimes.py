@@ -18,7 +18,8 @@ read; the absolute times move with the load, which each row records (``load_1min
   hop = 3/4 window (1024/768) and at the low-latency geometries 448/224 (9.3 ms) and
   384/192 (8.0 ms); RT factor and p99 per hop.
 * ``test_mode_quality``: ΔSNR of those geometries on the bundled demo clip (test split, 8 s),
-  seen and unseen filter, three hop-grid phases (not the full evaluation matrix).
+  seen and unseen filter, three hop-grid phases (not the full evaluation matrix), with the
+  detected-band lock (the default) and without (``passband="free"``, the network's own output).
 """
 from __future__ import annotations
 
@@ -182,9 +183,10 @@ def test_streaming_modes(benchmark, record, default_model, channels):
     record(**figures)
 
 
+@pytest.mark.parametrize("passband", ["detected", "free"])
 @pytest.mark.parametrize("window_samples, hop_samples", [(w, h) for _, w, h in MODES[2:]],
                          ids=[f"W{w}-H{h}" for _, w, h in MODES[2:]])
-def test_mode_quality(benchmark, record, default_model, window_samples, hop_samples):
+def test_mode_quality(benchmark, record, default_model, window_samples, hop_samples, passband):
     import soundfile as sf
 
     from rtbwe import filters, metrics
@@ -193,7 +195,8 @@ def test_mode_quality(benchmark, record, default_model, window_samples, hop_samp
 
     reference, rate = sf.read(str(DEMO_CLIP), dtype="float32")
     bwe = BandwidthExtender(default_model, backend="eager", window_ms=1000 * window_samples / rate,
-                            hop_ms=1000 * hop_samples / rate)
+                            hop_ms=1000 * hop_samples / rate, passband=passband,
+                            num_threads=1)
     figures = {"latency_ms": bwe.latency_ms}
 
     def measure():
