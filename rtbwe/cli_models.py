@@ -62,6 +62,10 @@ def network_cost(name: str, sample_rate: int = 48000) -> dict[str, float]:
             "gmacs_per_second": macs * sample_rate / length / 1e9}
 
 
+MATRIX_SUMMARY_ROWS = ("full band", "butter-6 4 kHz", "cheby1-6 6 kHz", "butter-6 8 kHz",
+                       "resampled via 16 kHz", "mp3 64 kbps")
+
+
 def shipped_rows() -> list[str]:
     """One block per shipped name: what it was trained for, test metrics, size."""
     from .weights import SHIPPED, WEIGHTS_DIR
@@ -75,10 +79,18 @@ def shipped_rows() -> list[str]:
         card = json.loads(card_path.read_text())
         size_mb = (WEIGHTS_DIR / card.get("weights_file", f"{stem}.safetensors")).stat().st_size
         alias = f" = {stem}" if name != stem else ""
+        wide = card.get("training", {}).get("degradations") == "wide"
+        trained_for = ("band-limited anywhere from 3 to 16 kHz (filters, resamplers, MP3, GSM)"
+                       if wide else f"band-limited at {card.get('cutoff_hz', 0) / 1000:g} kHz")
         rows.append(f"{name + alias:22s} {card.get('model', '?')} ({card.get('parameters', 0):,} "
                     f"parameters, {size_mb / 1e6:.1f} MB), {card.get('sample_rate', 0) / 1000:g} "
-                    f"kHz audio band-limited at {card.get('cutoff_hz', 0) / 1000:g} kHz, "
-                    f"{card.get('steps', '?')} steps")
+                    f"kHz audio {trained_for}, {card.get('steps', '?')} steps")
+        for row in card.get("matrix", {}).get("rows", []):
+            if row.get("name") in MATRIX_SUMMARY_ROWS and row.get("clips"):
+                rows.append(f"{'':24s}test matrix, {row['name']}: ΔSNR {row['dsnr_db']:+.2f} dB"
+                            if row["name"] != "full band" else
+                            f"{'':24s}test matrix, full band: output {row['dsnr_db']:.1f} dB "
+                            "from its input")
         metrics = card.get("test_metrics", {})
         for split, result in metrics.get("model", {}).items():
             base = metrics.get("input", {}).get(split, {})
@@ -86,7 +98,7 @@ def shipped_rows() -> list[str]:
                         f"{base.get('snr', float('nan')):.2f} -> {result['snr']:.2f} dB "
                         f"(ΔSNR {result['dsnr']:+.2f}), LSD-HF {base.get('lsd_hf', float('nan')):.3f}"
                         f" -> {result['lsd_hf']:.3f}")
-        if not metrics:
+        if not metrics and "matrix" not in card:
             rows.append(f"{'':24s}(no test metrics in its card)")
     return rows
 
