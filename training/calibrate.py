@@ -20,7 +20,7 @@ import numpy as np
 from .matrix import matrix_rows, usable
 
 
-GAIN_EDGES_HZ = (5000.0, 7000.0, 9500.0, 12500.0, float("inf"))  # buckets of detected cutoff
+GAIN_EDGES_HZ = (5000.0, 7000.0, 9500.0, 12500.0, 1e9)  # buckets of detected cutoff
 MAX_FITTED_GAIN = 3.0
 
 
