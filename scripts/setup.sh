@@ -47,7 +47,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2
   echo "rtbwe setup: pip install torch==2.13.0"
   pip_install torch==2.13.0
 fi
-if ! "$PY" -c "import rtbwe, pytest, hypothesis, visqol, music21, ray.data, onnxruntime, onnx" \
+if ! "$PY" -c "import rtbwe, pytest, hypothesis, visqol, music21, mido, soxr, ray.data, onnxruntime, onnx" \
      2>/dev/null \
    || [[ pyproject.toml -nt .rtbwe-installed ]]; then
   echo "rtbwe setup: pip install -e .[dev,visqol,train,cluster,fast]"
