@@ -113,7 +113,7 @@ class WindowPath:
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
                     hop_samples: int, buffer_size: int, stats: ProcessorStats,
-                    sample_rate: int = 48000, lock: bool | float = True) -> np.ndarray:
+                    sample_rate: int = 48000, lock: bool | float | list = True) -> np.ndarray:
     """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
 
     Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
@@ -151,7 +151,7 @@ class StreamState:
 
     def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
                  block_samples: int = 8192, tracker: SpectrumTracker | None = None,
-                 engine: InferenceEngine | None = None, lock: bool | float = True):
+                 engine: InferenceEngine | None = None, lock: bool | float | list = True):
         self.channels = channels
         self.tracker = tracker
         self.engine, self.lock = engine, lock
