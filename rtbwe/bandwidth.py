@@ -107,19 +107,28 @@ def detect_bandwidth_hz(power: np.ndarray, sample_rate: int, window_samples: int
     return out
 
 
+def _last_crossing_hz(level_db: np.ndarray, floor_db, freqs_hz: np.ndarray,
+                      span: np.ndarray, fallback: int) -> float:
+    """The last bin of ``span`` whose level is at or above ``floor_db(bins)`` (dB per bin),
+    with the crossing to the next bin interpolated; ``fallback`` when no bin is."""
+    inside = np.flatnonzero(level_db[span] >= floor_db(span))
+    edge = int(span[inside[-1]]) if inside.size else fallback
+    if inside.size and edge + 1 < len(freqs_hz):
+        a = level_db[edge] - floor_db(np.array([edge]))[0]
+        b = level_db[edge + 1] - floor_db(np.array([edge + 1]))[0]
+        if a > 0 > b:
+            return float(freqs_hz[edge] + (freqs_hz[1] - freqs_hz[0]) * a / (a - b))
+    return float(freqs_hz[edge])
+
+
 def _step_edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, step: int) -> float:
     """The edge of a sharp step at bin ``step``: the last bin before it within EDGE_DB of the
     passband level there (the 75th percentile of the 8 x SHARP_BINS bins before the step)."""
     top_db = float(np.percentile(level_db[max(step - 8 * SHARP_BINS, 1):step - SHARP_BINS + 1],
                                  75))
     span = np.arange(max(step - 8 * SHARP_BINS, 1), min(step + 2 * SHARP_BINS, len(freqs_hz)))
-    inside = span[level_db[span] >= top_db - EDGE_DB]
-    edge = int(inside[-1]) if inside.size else step
-    if edge + 1 < len(freqs_hz):
-        a, b = level_db[edge] - (top_db - EDGE_DB), level_db[edge + 1] - (top_db - EDGE_DB)
-        if a > 0 > b:
-            return float(freqs_hz[edge] + (freqs_hz[1] - freqs_hz[0]) * a / (a - b))
-    return float(freqs_hz[edge])
+    return _last_crossing_hz(level_db, lambda bins: np.full(len(bins), top_db - EDGE_DB),
+                             freqs_hz, span, step)
 
 
 def _edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, cliff: int) -> float:
@@ -132,16 +141,9 @@ def _edge_hz(level_db: np.ndarray, freqs_hz: np.ndarray, cliff: int) -> float:
     # filter's roll-off, a rising one a resonance: clamp, and refit the level
     slope = float(np.clip(slope, -MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0), 0.0))
     intercept = float(np.mean(level_db[lo:hi] - slope * log_f))
-    span = np.arange(lo, cliff + 1)
-    trend_db = intercept + slope * np.log(freqs_hz[span])
-    inside = np.flatnonzero(level_db[span] >= trend_db - EDGE_DB)
-    edge = span[inside[-1]] if inside.size else cliff
-    if edge + 1 < len(freqs_hz):  # interpolate the EDGE_DB crossing between edge and edge + 1
-        a = level_db[edge] - (trend_db[edge - lo] - EDGE_DB)
-        b = level_db[edge + 1] - (intercept + slope * np.log(freqs_hz[edge + 1]) - EDGE_DB)
-        if a > 0 > b:
-            return float(freqs_hz[edge] + (freqs_hz[1] - freqs_hz[0]) * a / (a - b))
-    return float(freqs_hz[edge])
+    return _last_crossing_hz(
+        level_db, lambda bins: intercept + slope * np.log(freqs_hz[bins]) - EDGE_DB, freqs_hz,
+        np.arange(lo, cliff + 1), cliff)
 
 
 def extension_cutoff_hz(bandwidth_hz: np.ndarray, sample_rate: int) -> np.ndarray:
