@@ -24,7 +24,8 @@ rippling Chebyshev-1 and elliptic ones). A sharp step above the first cliff (a r
 codec under a quiet stretch of dark music) wins when it lies clearly higher. Accuracy, tested
 in tests/test_bandwidth.py after 2 s of audio: within 5 % on steep filters of every family
 (Chebyshev-1, elliptic, Butterworth 6-10, Chebyshev-2) at 3-20 kHz, resamplers and codecs;
-gentle roll-offs (Bessel, Butterworth 4) are found too high, never too low. Measured errors,
+gentle roll-offs (Bessel, Butterworth 4) are found too high on the test signal. On a real
+recording errors reach about 12 % either way. Measured errors,
 also on a real recording: docs/results/bandwidth-detection.md.
 """
 from __future__ import annotations
