@@ -105,9 +105,11 @@ def _pooling_matrix(sample_rate: int, window_samples: int) -> np.ndarray:
     return (band[:, None] == np.arange(NUM_BANDS)[None, :]).astype(np.float64)
 
 
-def to_condition(band_power: np.ndarray) -> np.ndarray:
-    """Band powers (..., NUM_BANDS) -> the scaled, clipped dB vector (..., NUM_BANDS) float32."""
-    reference = band_power[..., REFERENCE_BANDS].mean(axis=-1, keepdims=True)
+def to_condition(band_power: np.ndarray, reference_bands: np.ndarray = REFERENCE_BANDS
+                 ) -> np.ndarray:
+    """Band powers (..., bands) -> the scaled, clipped dB vector (..., bands) float32, relative
+    to the mean power of ``reference_bands`` (a mask; layout 1's 2-4 kHz by default)."""
+    reference = band_power[..., reference_bands].mean(axis=-1, keepdims=True)
     tiny = 1e-30
     ratio = (band_power + 1e-9 * reference + tiny) / (reference + tiny)
     db = np.clip(10.0 * np.log10(ratio), FLOOR_DB, CEILING_DB)
@@ -180,12 +182,8 @@ def conditions_from_power(power: np.ndarray, cutoff_hz: np.ndarray, bands: int,
         return to_condition(pool_bands(power[:, first:last], sample_rate, window_samples))
     check_layout(bands)
     pooling, reference = _wide_pooling(sample_rate, window_samples)
-    band_power = power @ pooling
-    ref = band_power[:, reference].mean(axis=1, keepdims=True)
-    ratio = (band_power + 1e-9 * ref + 1e-30) / (ref + 1e-30)
-    db = np.clip(10.0 * np.log10(ratio), FLOOR_DB, CEILING_DB) / SCALE_DB
     out = np.empty((power.shape[0], bands), np.float32)
-    out[:, :-1] = db
+    out[:, :-1] = to_condition(power @ pooling, reference)
     out[:, -1] = np.asarray(cutoff_hz) / (sample_rate / 2.0)
     return out
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from rtbwe.bandwidth import detect_bandwidth_hz
+from rtbwe.conditioning import full_bin_power
 
 from .corpus import SAMPLE_RATE, split_of
 
@@ -67,11 +68,8 @@ def own_bandwidth_hz(audio: np.ndarray) -> float:
     frames = np.lib.stride_tricks.sliding_window_view(audio, 1024)[::512]
     if len(frames) == 0:
         return float("nan")
-    power = np.zeros(513)
-    for i in range(0, len(frames), 4096):
-        chunk = frames[i:i + 4096] * np.hanning(1024)
-        spectrum = np.fft.rfft(chunk, axis=1)
-        power += (spectrum.real ** 2 + spectrum.imag ** 2).sum(axis=0)
+    power = sum(full_bin_power(frames[i:i + 4096]).sum(axis=0)  # 4096 frames at a time
+                for i in range(0, len(frames), 4096))
     return float(detect_bandwidth_hz(power / len(frames), SAMPLE_RATE, 1024)[0])
 
 
