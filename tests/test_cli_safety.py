@@ -10,19 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtbwe import cli, models
+from rtbwe import cli
 from rtbwe.processor import BandwidthExtender
-from helpers import random_tiny
-
-
-@pytest.fixture(scope="module")
-def tiny_card(tmp_path_factory):
-    import rtbwe
-
-    stem = tmp_path_factory.mktemp("weights") / "tiny"
-    return str(rtbwe.save_model(random_tiny(0), stem, {
-        "model_class": "ARUNet", "sample_rate": 48000,
-        "model_kwargs": models.build_kwargs("tiny")[1]}))
 
 
 def _noise(path, seconds=0.5, rate=48000, channels=1, seed=0, subtype=None):
