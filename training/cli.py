@@ -107,18 +107,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_clips(roots: list[str], split: str, clip_seconds: float, clips_per_root: int
+                 ) -> list:
+    """The first ``clip_seconds`` of up to ``clips_per_root`` files of ``split`` in each
+    dataset, as (samples,) float32 arrays."""
+    from .data import dataset_files
+    from .evaluate import EvalSettings, test_clips
+
+    settings = EvalSettings(clip_seconds=clip_seconds, max_clips=clips_per_root)
+    return [c for root in roots for c in test_clips(dataset_files(root)[split], settings)]
+
+
 def _eval_matrix(args: argparse.Namespace) -> int:
     """``eval --matrix``: every model on the degradation matrix (rtbwe.training.matrix)."""
     from rtbwe import BandwidthExtender
 
-    from .data import dataset_files
-    from .evaluate import EvalSettings, test_clips
     from .matrix import evaluate_matrix, markdown_table
 
-    settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips)
-    clips = []
-    for root in [args.data, *args.extra_data]:
-        clips += test_clips(dataset_files(root)[args.split], settings)
+    clips = _split_clips([args.data, *args.extra_data], args.split, args.clip_seconds, args.clips)
     print(f"degradation matrix: {len(clips)} {args.split} clips of up to {args.clip_seconds} s "
           f"from {', '.join([args.data, *args.extra_data])}; streaming BandwidthExtender path, "
           f"passband={args.passband!r}", flush=True)
@@ -164,11 +170,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         card.setdefault("degradations", describe())
     if args.calibrate:  # the added band's gain, least squares on the validation split
         from .calibrate import fit_extension_gain
-        from .evaluate import EvalSettings, test_clips
 
-        settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips)
-        clips = [c for root in args.calibrate for c in test_clips(
-            dataset_files(root)["validation"], settings)]
+        clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
         fit = fit_extension_gain(model, clips, progress=lambda m: print(m, flush=True))
         card["extension_gain"] = fit["extension_gain"]
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
