@@ -118,30 +118,68 @@ def _split_clips(roots: list[str], split: str, clip_seconds: float, clips_per_ro
     return [c for root in roots for c in test_clips(dataset_files(root)[split], settings)]
 
 
+def _matrix_modes(args: argparse.Namespace) -> list:
+    """The geometries ``eval --matrix`` runs: ``--modes`` (back to back, the first is the
+    reference), else the one given by ``--window-ms/--hop-ms/--low-latency``."""
+    from rtbwe.cli_process import model_options
+
+    from .modes import mode_from_options, parse_mode
+
+    if args.modes:
+        if any(getattr(args, n, None) for n in ("window_ms", "hop_ms", "low_latency")):
+            raise SystemExit("eval --matrix: --modes or --window-ms/--hop-ms/--low-latency, "
+                             "not both")
+        return [parse_mode(m) for m in args.modes]
+    return [mode_from_options(model_options(args))]
+
+
 def _eval_matrix(args: argparse.Namespace) -> int:
-    """``eval --matrix``: every model on the degradation matrix (rtbwe.training.matrix)."""
+    """``eval --matrix``: every model on the degradation matrix (rtbwe.training.matrix), at
+    one geometry or several (``--modes``, with per-row differences from the first)."""
     from rtbwe import BandwidthExtender
 
     from .matrix import evaluate_matrix, markdown_table
+    from .modes import code_version, differences_markdown, row_differences, worst_difference_db
 
+    modes = _matrix_modes(args)
+    version = code_version(Path(__file__).resolve().parent.parent)
     clips = _split_clips([args.data, *args.extra_data], args.split, args.clip_seconds, args.clips)
     print(f"degradation matrix: {len(clips)} {args.split} clips of up to {args.clip_seconds} s "
           f"from {', '.join([args.data, *args.extra_data])}; streaming BandwidthExtender path, "
-          f"passband={args.passband!r}", flush=True)
-    tables, report = [], {}
+          f"passband={args.passband!r}; code {version['commit']}"
+          f"{' + modified ' + ', '.join(version['modified']) if version['modified'] else ''}",
+          flush=True)
+    tables, report, differences = [], {}, {}
     for model_arg in args.models:
-        bwe = BandwidthExtender(model_arg, num_threads=args.threads, passband=args.passband,
-                                keep_below_hz=args.keep_below_hz)
-        results = evaluate_matrix(bwe, clips, progress=lambda m: print(f"  {model_arg}: {m}",
-                                                                       flush=True))
-        report[model_arg] = [r.as_dict() for r in results]
-        tables.append(markdown_table(results, f"{model_arg} (passband={args.passband})"))
+        for mode in modes:
+            key = model_arg if len(modes) == 1 else f"{model_arg} @ {mode.label}"
+            start = time.perf_counter()
+            bwe = BandwidthExtender(model_arg, num_threads=args.threads, passband=args.passband,
+                                    keep_below_hz=args.keep_below_hz, **mode.options())
+            results = evaluate_matrix(bwe, clips, progress=lambda m: print(f"  {key}: {m}",
+                                                                           flush=True))
+            report[key] = [r.as_dict() for r in results]
+            tables.append(markdown_table(results, f"{model_arg} (passband={args.passband}, "
+                                         f"window/hop {mode.window_samples}/{mode.hop_samples}"
+                                         f" samples, latency {mode.latency_ms:.2f} ms)"))
+            print(f"  {key}: {time.perf_counter() - start:.0f} s", flush=True)
+        if len(modes) > 1:
+            reference = f"{model_arg} @ {modes[0].label}"
+            for mode in modes[1:]:
+                key = f"{model_arg} @ {mode.label}"
+                differences[key] = row_differences(report[reference], report[key])
+                tables.append(differences_markdown(reference, key, differences[key]))
+                print(f"  {key}: largest |ΔSNR difference| "
+                      f"{worst_difference_db(differences[key]):.2f} dB", flush=True)
     print("\n".join(tables))
     if args.json:
-        Path(args.json).write_text(json.dumps({"clips": len(clips), "clip_seconds":
-                                               args.clip_seconds, "passband": args.passband,
-                                               "data": [args.data, *args.extra_data],
-                                               "results": report}, indent=1) + "\n")
+        out = {"clips": len(clips), "clip_seconds": args.clip_seconds,
+               "passband": args.passband, "data": [args.data, *args.extra_data],
+               "threads": args.threads, "code": version,
+               "modes": [m.as_dict() for m in modes], "results": report}
+        if differences:
+            out["differences"] = differences
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text("\n".join(tables))
     return 0
@@ -201,6 +239,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rtbwe.cli_process import _add_model_options
+
     p = argparse.ArgumentParser(prog="rtbwe-train", description="Train and evaluate rtbwe models.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -260,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--vggish-weights", help="torchvggish state dict: adds the paper's VGGish "
                    "distance")
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    _add_model_options(e)  # --window-ms, --hop-ms, --low-latency: the geometry of --matrix
     e.add_argument("--matrix", action="store_true",
                    help="the degradation matrix (full band, filters at 3.5-14 kHz, resamplers, "
                    "MP3, GSM) through BandwidthExtender, instead of the filter table")
@@ -269,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--passband", default="detected", choices=["detected", "free"],
                    help="with --matrix: the processor's passband mode (default detected)")
     e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
+    e.add_argument("--modes", nargs="+", metavar="MODE",
+                   help="with --matrix: run these geometries back to back on the same clips "
+                   "and tabulate each one's difference from the first: default, hop-3/4, "
+                   "low-latency or WINDOW/HOP samples at 48 kHz (training/modes.py)")
     e.add_argument("--csv", help="also write the table to this CSV file")
     e.add_argument("--json", help="also write all results to this JSON file")
     e.set_defaults(func=cmd_eval)
