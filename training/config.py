@@ -64,6 +64,8 @@ class TrainConfig:
     data_workers: int = 1                # wide: background processes drawing batches
     init_from: str | None = None         # warm start from a model card (.json) when there is
                                          # no checkpoint yet, e.g. the shipped weights
+    distill_from: str | None = None      # wide: a teacher card; the loss mixes its output in
+    distill_weight: float = 0.5          # (training/distill.py): (1-w) target + w teacher
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -213,6 +213,11 @@ def make_trainer(config: TrainConfig, run_dir: str | Path,
     :class:`Trainer`; ``with make_trainer(...) as trainer: trainer.train()``."""
     info = RankInfo.from_env()
     if info is None:
+        if config.distill_from:  # a student learning from a teacher's outputs too
+            from .distill import DistillTrainer
+
+            yield DistillTrainer(config, run_dir, log=log)
+            return
         yield Trainer(config, run_dir, log=log)
         return
     with process_group(info, config.device) as device:

@@ -1,0 +1,63 @@
+"""Geometries on the degradation matrix: modes, per-row differences, the eval CLI options."""
+import math
+
+import pytest
+
+from rtbwe import processor
+from rtbwe.training import cli, modes
+
+
+def test_named_modes_are_the_processor_geometries():
+    assert (modes.parse_mode("default").window_samples,
+            modes.parse_mode("default").hop_samples) == (1024, 512)
+    assert (modes.parse_mode("hop-3/4").window_samples,
+            modes.parse_mode("hop-3/4").hop_samples) == (1024, 768)
+    low = modes.parse_mode("low-latency")
+    assert low.options() == pytest.approx({"window_ms": processor.LOW_LATENCY_WINDOW_MS,
+                                           "hop_ms": processor.LOW_LATENCY_HOP_MS})
+    assert low.latency_ms == pytest.approx(1000 * 447 / 48000)
+    assert modes.parse_mode("960/480").as_dict() == {
+        "label": "960/480", "window_samples": 960, "hop_samples": 480, "latency_ms": 19.979}
+    for bad in ("fast", "512/1024", "10/0"):
+        with pytest.raises(ValueError):
+            modes.parse_mode(bad)
+
+
+def _row(name, dsnr, worse=0.0, clips=3):
+    return {"name": name, "dsnr_db": dsnr, "worse_fraction": worse, "clips": clips}
+
+
+def test_row_differences_and_the_worst_one():
+    ref = [_row("full band", 150.0), _row("butter-6 6 kHz", 1.0), _row("gsm", -0.1, 0.5),
+           _row("mp3 64 kbps", float("nan"), clips=0)]
+    other = [_row("full band", 120.0), _row("butter-6 6 kHz", 0.75, 0.25), _row("gsm", 0.0),
+             _row("mp3 64 kbps", float("nan"), clips=0)]
+    diff = modes.row_differences(ref, other)
+    assert [d["diff_db"] for d in diff[1:3]] == pytest.approx([-0.25, 0.1])
+    assert diff[1]["worse_diff"] == 0.25 and diff[2]["worse_diff"] == -0.5
+    # the full-band row (output vs input SNR) and rows without clips do not count
+    assert modes.worst_difference_db(diff) == pytest.approx(0.25)
+    table = modes.differences_markdown("a", "b", diff)
+    assert "| butter-6 6 kHz | 3 | +1.00 | +0.75 | -0.25 | **no** | +25% |" in table
+    assert "| gsm | 3 | -0.10 | +0.00 | +0.10 | yes | -50% |" in table
+    assert "Largest |difference|" in table and "0.25 dB" in table
+    assert math.isnan(modes.worst_difference_db(diff[:1]))
+
+
+def test_eval_matrix_geometry_options():
+    parse = cli.build_parser().parse_args
+    one = cli._matrix_modes(parse(["eval", "--matrix", "--low-latency"]))
+    assert [(m.window_samples, m.hop_samples) for m in one] == [(448, 224)]
+    one = cli._matrix_modes(parse(["eval", "--matrix", "--hop-ms", "16"]))
+    assert [(m.window_samples, m.hop_samples) for m in one] == [(1024, 768)]
+    several = cli._matrix_modes(parse(["eval", "--matrix", "--modes", "default", "hop-3/4",
+                                       "low-latency"]))
+    assert [m.hop_samples for m in several] == [512, 768, 224]
+    with pytest.raises(SystemExit):
+        cli._matrix_modes(parse(["eval", "--matrix", "--modes", "default", "--low-latency"]))
+
+
+def test_code_version_names_a_commit():
+    version = modes.code_version()
+    assert len(version["commit"]) == 40 or version["commit"] == "unknown"
+    assert isinstance(version["modified"], list)
