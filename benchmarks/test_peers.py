@@ -4,7 +4,8 @@ Every test times one peer and ``BandwidthExtender("default")`` (the shipped mode
 ``auto``: ONNX Runtime when installed) round by round in one process, so the ratio holds
 while the machine's load moves; the load is recorded with each row. Figures: milliseconds per
 second of audio offline (4 s of noise at -20 dBFS in one call), and ``peer_vs_rtbwe``, the
-peer's time over rtbwe's. 1 thread (``torch.set_num_threads``; ONNX Runtime the same).
+peer's time over rtbwe's. Every test runs twice, at 1 and at 2 threads (the ``threads``
+fixture: ``torch.set_num_threads`` and ONNX Runtime's intra-op threads for every contender).
 
 Peers (each an optional dependency; its test skips cleanly, saying why, when it is missing):
 
@@ -35,15 +36,22 @@ RATE = 48000
 SECONDS = 4.0
 
 
-@pytest.fixture(scope="module")
-def rtbwe_default():
+@pytest.fixture(scope="module", params=[1, 2], ids=["1thr", "2thr"])
+def threads(request):
+    """Every contender of a test runs with this many threads (torch and ONNX Runtime)."""
+    torch.set_num_threads(request.param)
+    yield request.param
     torch.set_num_threads(1)
-    return build_extender("default", "auto", 1)
 
 
 @pytest.fixture(scope="module")
-def rtbwe_eager():
-    return build_extender("default", "eager", 1)
+def rtbwe_default(threads):
+    return build_extender("default", "auto", threads)
+
+
+@pytest.fixture(scope="module")
+def rtbwe_eager(threads):
+    return build_extender("default", "eager", threads)
 
 
 def _noise(rate: int) -> np.ndarray:
@@ -71,7 +79,7 @@ def _interleaved(benchmark, record, rtbwe_default, peers: dict, rounds: int = 3,
     load_before = os.getloadavg()[0]
     benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
     figures = {"load_1min": f"{load_before:.2f}->{os.getloadavg()[0]:.2f}",
-               "rtbwe_backend": rtbwe_default.backend}
+               "rtbwe_backend": rtbwe_default.backend, "threads": torch.get_num_threads()}
     rtbwe_ms = 1e3 * float(np.median(times["rtbwe"][1:])) / SECONDS
     for name, values in times.items():
         per_second_ms = 1e3 * float(np.median(values[1:])) / SECONDS
@@ -89,7 +97,7 @@ def _torch_runner(model: torch.nn.Module, x: np.ndarray, *args):
     return run
 
 
-def test_seanet_style_causal_bwe(benchmark, record, rtbwe_default, rtbwe_eager):
+def test_seanet_style_causal_bwe(benchmark, record, threads, rtbwe_default, rtbwe_eager):
     from peers import SEANetBWE
 
     torch.manual_seed(0)
@@ -102,7 +110,7 @@ def test_seanet_style_causal_bwe(benchmark, record, rtbwe_default, rtbwe_eager):
         from rtbwe.engine_onnx import onnx_bytes
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(onnx_bytes(net, len(x)), options,
                                        providers=["CPUExecutionProvider"])
         peers["seanet_onnx"] = lambda: session.run(None, {"x": x[None, None]})
@@ -187,7 +195,7 @@ def test_seanet_streaming(benchmark, record, rtbwe_default, rtbwe_eager):
     per_10ms = {name: 1e3 * float(np.mean(v[20:])) * 0.010 / (chunk / RATE)
                 for name, v in times.items()}
     record(load_1min=f"{load_before:.2f}->{os.getloadavg()[0]:.2f}",
-           rtbwe_backend=rtbwe_default.backend,
+           rtbwe_backend=rtbwe_default.backend, threads=torch.get_num_threads(),
            **{f"{name}_ms_per_10ms": value for name, value in per_10ms.items()},
            **{f"{name}_vs_rtbwe": value / per_10ms["rtbwe"] for name, value in per_10ms.items()},
            **{f"{name}_p99_ms": 1e3 * float(np.percentile(v[20:], 99))

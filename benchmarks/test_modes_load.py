@@ -1,0 +1,103 @@
+"""Streaming RT factor and p99 per mode, as the machine is and under load (issue 14).
+
+    pytest benchmarks/test_modes_load.py                  # both conditions, ~1 min
+    pytest benchmarks/test_modes_load.py -k as-is         # one
+
+Contenders (backend ``onnx``, 1 thread, mono, host block = the mode's hop): the shipped
+default at 1024/512 (default), 1024/768 (hop 3/4) and 448/224 (low latency), and the cheaper
+student ``arunet-small-half-wide`` (training/distill.py) at 1024/512 and 1024/768 when its card
+is installed (``RTBWE_STUDENT`` names another card or path). All of them are interleaved block
+by block in one process, each fed its own hop of noise at -20 dBFS, so a load change moves
+every row together; 20 warm-up rounds, then ``ROUNDS`` rounds.
+
+Conditions: ``as-is`` (whatever else runs; the 1-minute load average is recorded before and
+after), and ``busy2``: two ``python -c 'while 1: pass'`` processes started by the test (15 s
+before timing, so the load average has risen) and killed after it. Figures per contender:
+``rt`` (sum of call times / audio time), ``p50_ms``, ``p99_ms``, ``max_ms``, ``hop_ms``,
+``latency_ms``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rtbwe.benchmarking import build_extender
+
+RATE = 48000
+ROUNDS = 1500           # per contender: 32 s of audio at hop 1024, 7 s at hop 224
+WARMUP_ROUNDS = 20
+SETTLE_S = 15.0         # busy loops run this long before timing starts
+STUDENT = os.environ.get("RTBWE_STUDENT", "arunet-small-half-wide")
+
+
+def _contenders() -> dict[str, tuple[str, int, int]]:
+    """name -> (model, window samples, hop samples)."""
+    out = {"default-1024/512": ("default", 1024, 512),
+           "default-1024/768": ("default", 1024, 768),
+           "default-448/224": ("default", 448, 224)}
+    from rtbwe.weights import ModelLoadingError, resolve
+
+    try:
+        resolve(STUDENT)
+    except ModelLoadingError:
+        return out
+    out.update({"student-1024/512": (STUDENT, 1024, 512),
+                "student-1024/768": (STUDENT, 1024, 768)})
+    return out
+
+
+def _busy_loops(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(count)]
+
+
+@pytest.mark.parametrize("condition", ["as-is", "busy2"])
+def test_modes_under_load(benchmark, record, condition):
+    pytest.importorskip("onnxruntime")
+    contenders = _contenders()
+    extenders = {name: build_extender(model, "onnx", 1, 1000 * w / RATE, 1000 * h / RATE)
+                 for name, (model, w, h) in contenders.items()}
+    rng = np.random.default_rng(0)
+    feeds = {name: [np.ascontiguousarray(0.1 * rng.standard_normal((1, bwe.hop_samples)),
+                                         dtype=np.float32) for _ in range(16)]
+             for name, bwe in extenders.items()}
+    for bwe in extenders.values():
+        bwe.prepare(1, bwe.hop_samples)
+    times: dict[str, list[float]] = {name: [] for name in extenders}
+    step = [0]
+
+    def one_round():
+        for name, bwe in extenders.items():
+            block = feeds[name][step[0] % 16]
+            begun = time.perf_counter()
+            bwe.process(block, RATE, reset=False)
+            times[name].append(time.perf_counter() - begun)
+        step[0] += 1
+
+    busy = _busy_loops(2) if condition == "busy2" else []
+    try:
+        if busy:
+            time.sleep(SETTLE_S)
+        load_before = os.getloadavg()[0]
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+        load_after = os.getloadavg()[0]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    figures = {"load_1min": f"{load_before:.2f}->{load_after:.2f}", "condition": condition,
+               "backend": "onnx", "threads": 1}
+    for name, bwe in extenders.items():
+        assert bwe.backend == "onnx", bwe.engine.fallback_reason
+        values = np.asarray(times[name][WARMUP_ROUNDS:])
+        figures[f"{name}_rt"] = float(values.sum() / (len(values) * bwe.hop_samples / RATE))
+        figures[f"{name}_p50_ms"] = 1e3 * float(np.percentile(values, 50))
+        figures[f"{name}_p99_ms"] = 1e3 * float(np.percentile(values, 99))
+        figures[f"{name}_max_ms"] = 1e3 * float(values.max())
+        figures[f"{name}_hop_ms"] = 1e3 * bwe.hop_samples / RATE
+        figures[f"{name}_latency_ms"] = bwe.latency_ms
+    record(**figures)
