@@ -61,3 +61,31 @@ def test_code_version_names_a_commit():
     version = modes.code_version()
     assert len(version["commit"]) == 40 or version["commit"] == "unknown"
     assert isinstance(version["modified"], list)
+
+
+def test_ship_failures_name_lost_rows_and_new_harm():
+    ref = [_row("full band", 150.0), _row("butter-6 6 kHz", 1.0), _row("gsm", -0.1, 0.5),
+           _row("mp3 32 kbps", 0.2)]
+    same = [dict(r) for r in ref]
+    assert modes.ship_failures(ref, same) == []
+    other = [_row("full band", 90.0, 0.25), _row("butter-6 6 kHz", 0.79),
+             _row("gsm", -0.3, 0.75), _row("mp3 32 kbps", 0.1, 0.2)]
+    failures = modes.ship_failures(ref, other)
+    assert failures == ["full band: 25% of clips worse (reference none)",
+                        "butter-6 6 kHz: ΔSNR -0.21 dB",
+                        "mp3 32 kbps: 20% of clips worse (reference none)"]
+
+
+def test_compare_two_matrix_files(tmp_path, capsys):
+    import json
+
+    ref = [_row("full band", 150.0), _row("butter-6 6 kHz", 1.0)]
+    other = [_row("full band", 150.0), _row("butter-6 6 kHz", 0.9)]
+    for name, rows in (("a", ref), ("b", other)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"results": {name: rows}}))
+    out = tmp_path / "t.md"
+    assert modes.main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                       "--markdown", str(out)]) == 0
+    text = out.read_text()
+    assert "### b minus a" in text and "-0.10 | yes" in text
+    assert "May replace the reference: yes" in text

@@ -139,3 +139,61 @@ def code_version(root: str | Path = ".") -> dict:
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "modified": []}
     return {"commit": head, "modified": sorted(line[3:] for line in status.splitlines())}
+
+
+def ship_failures(reference: list[dict], other: list[dict], tolerance_db: float = 0.2
+                  ) -> list[str]:
+    """Why ``other`` may not replace ``reference`` (empty: it may): a row more than
+    ``tolerance_db`` below the reference's ΔSNR, or a row with clips made worse where the
+    reference made none worse. The full-band row counts only through its "worse" fraction
+    (output less than 40 dB from its input)."""
+    failures = []
+    ref = {r["name"]: r for r in reference}
+    for d, r in zip(row_differences(reference, other), other):
+        if d["name"] != "full band" and d["diff_db"] < -tolerance_db:
+            failures.append(f"{d['name']}: ΔSNR {d['diff_db']:+.2f} dB")
+        if ref[r["name"]]["worse_fraction"] == 0 and r["worse_fraction"] > 0:
+            failures.append(f"{d['name']}: {r['worse_fraction']:.0%} of clips worse (reference "
+                            "none)")
+    return failures
+
+
+def _rows(path: str, key: str | None) -> tuple[str, list[dict]]:
+    import json
+
+    results = json.loads(Path(path).read_text())["results"]
+    key = key or next(iter(results))
+    return key, results[key]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.modes compare REF.json OTHER.json [--ref-key K] [--key K]``: the
+    per-row differences of two ``eval --matrix --json`` results (e.g. a student against the
+    default model) and whether the other may replace the reference."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.modes")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="per-row differences of two matrix JSON files")
+    c.add_argument("reference")
+    c.add_argument("other")
+    c.add_argument("--ref-key", help="the results entry of the reference (default: its first)")
+    c.add_argument("--key", help="the results entry of the other (default: its first)")
+    c.add_argument("--tolerance-db", type=float, default=0.2)
+    c.add_argument("--markdown", help="append the table to this file")
+    args = p.parse_args(argv)
+    ref_key, ref = _rows(args.reference, args.ref_key)
+    key, rows = _rows(args.other, args.key)
+    table = differences_markdown(ref_key, key, row_differences(ref, rows), args.tolerance_db)
+    failures = ship_failures(ref, rows, args.tolerance_db)
+    table += ("\nMay replace the reference: " + ("yes" if not failures else
+              "no (" + "; ".join(failures) + ")") + "\n")
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "a") as fh:
+            fh.write("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
