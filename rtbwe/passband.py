@@ -125,32 +125,76 @@ def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | N
     return out
 
 
+GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain -> no gain
+DEFAULT_MAX_ADDED_RATIO = 1.0  # level cap for cards that do not set one (see DetectedBandLock)
+
+
 class DetectedBandLock:
     """The network changes only the band above each window's extension cutoff
     (:func:`rtbwe.bandwidth.extension_cutoff_hz`): per window,
-    ``out = input + highpass_cutoff(out - input)`` with the same Kaiser FIR as
+    ``out = input + g * highpass_cutoff(out - input)`` with the same Kaiser FIR as
     :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known) returns the
     input exactly. Applied between the engine and the overlap-add, so every backend gets it
     and streaming still equals offline.
 
-    ``gain`` scales the band the network adds (``out = input + gain * highpass(...)``): a
-    number, or a model card's ``extension_gain`` table ``[[up_to_hz, gain], ...]`` (the gain
-    of the first bucket whose ``up_to_hz`` is above the window's cutoff): least-squares gains
-    fitted on the validation split per cutoff bucket (``rtbwe-train export --calibrate``).
+    The gain ``g`` of each window is the product of three factors (:meth:`window_gains`):
+
+    * the calibrated gain of its cutoff's bucket: ``gain``, a number or a model card's
+      ``extension_gain`` table ``[[up_to_hz, gain], ...]`` (the gain of the first bucket
+      whose ``up_to_hz`` is above the cutoff), fitted on the validation split
+      (``rtbwe-train export --calibrate``);
+    * a gate on new content: where the window holds clearly more above the cutoff than the
+      long-term spectrum says the input has (``excess_db`` of
+      :func:`rtbwe.conditioning.band_contrast`), the input is not band-limited there and is
+      kept: gain 1 up to GATE_FULL_DB, 0 from GATE_OFF_DB, linear in dB between;
+    * a level cap: the added band's power is at most ``max_added_ratio`` x the window's
+      input power in the octave below the cutoff (None: no cap), so near-silence gets no
+      hiss and a window the network misjudges cannot get more high band than is plausible.
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
-                 gain: float | list = 1.0):
+                 gain: float | list = 1.0, max_added_ratio: float | None = None,
+                 gate: bool = True):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
         table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
         self.gain_edges_hz = np.array([float(edge) for edge, _ in table])
         self.gains = np.array([float(g) for _, g in table] + [1.0])
+        self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
+        self.gate = gate
         self.n_fft = 1 << int(np.ceil(np.log2(window_samples + taps - 1)))
         self.nyquist_hz = sample_rate / 2
+        # the tracker's bin powers are of Hann-windowed frames: (W / 2) sum (hann * x)^2
+        self._hann_sq = (np.hanning(window_samples + 2)[1:-1] ** 2 * (window_samples / 2))
+
+    def added_band(self, inputs: np.ndarray, outputs: np.ndarray,
+                   cutoff_hz: np.ndarray) -> np.ndarray:
+        """inputs, outputs (rows, window_samples) -> (rows, window_samples) float64: the
+        high-passed residual above each row's cutoff (rows: cutoffs below Nyquist only)."""
+        spectrum = np.fft.rfft(outputs - inputs, self.n_fft, axis=1)
+        spectrum *= band_responses(self.sample_rate, cutoff_hz, None, self.n_fft, self.taps)
+        half = self.taps // 2
+        return np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
+
+    def window_gains(self, cutoff_hz: np.ndarray, added: np.ndarray,
+                     excess_db: np.ndarray | None = None,
+                     below_power: np.ndarray | None = None) -> np.ndarray:
+        """(rows,) gains for rows of :meth:`added_band` (see the class docstring)."""
+        gains = self.gains[np.searchsorted(self.gain_edges_hz, cutoff_hz, side="right")]
+        if self.gate and excess_db is not None:
+            gains = gains * np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB),
+                                    0.0, 1.0)
+        if self.max_added_ratio is not None and below_power is not None:
+            wide = added.astype(np.float64)  # a float32 square overflows on huge glitches
+            added_power = (wide * wide) @ self._hann_sq
+            allowed = self.max_added_ratio * below_power
+            gains = gains * np.sqrt(np.minimum(1.0, allowed / np.maximum(added_power, 1e-30)))
+        return gains
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
-              cutoffs_hz: np.ndarray) -> None:
-        """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place."""
+              cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> None:
+        """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place.
+        ``contrast``: the tracker's (excess_db, below_power) per row, for the gate and cap."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.nyquist_hz
         if not extend.all():
@@ -158,12 +202,9 @@ class DetectedBandLock:
         if not extend.any():
             return
         index = np.flatnonzero(extend)
-        residual = outputs[index] - inputs[index]
-        spectrum = np.fft.rfft(residual, self.n_fft, axis=1)
-        spectrum *= band_responses(self.sample_rate, cutoff[index], None, self.n_fft, self.taps)
-        half = self.taps // 2
-        high = np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
-        gains = self.gains[np.searchsorted(self.gain_edges_hz, cutoff[index], side="right")]
+        high = self.added_band(inputs[index], outputs[index], cutoff[index])
+        gains = self.window_gains(cutoff[index], high,
+                                  *((c[:rows][index] for c in contrast) if contrast else ()))
         outputs[index] = inputs[index] + (gains[:, None] * high).astype(np.float32)
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import kernels
 from .engine import InferenceEngine, load_torchscript
+from .passband import DEFAULT_MAX_ADDED_RATIO
 from .streaming import ProcessorStats, StreamState, make_tracker, process_offline
 
 # Defaults chosen by measurement (benchmarks/test_window.py, test_streaming.py; numbers in
@@ -160,6 +161,18 @@ def extension_gains(value) -> list:
     return [[float("inf"), 1.0]]
 
 
+def max_added_ratio(value) -> float | None:
+    """A card's ``max_added_ratio`` (the detected-band lock's level cap, see
+    :class:`rtbwe.passband.DetectedBandLock`): a positive finite number, or None for no cap;
+    anything else (untrusted input) means the library's default."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            np.isfinite(value) and value > 0:
+        return float(value)
+    return DEFAULT_MAX_ADDED_RATIO
+
+
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
     """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
     bad = ~np.isfinite(audio)
@@ -224,7 +237,11 @@ class BandwidthExtender:
         card = getattr(module, "card", None)
         self.extension_gain = extension_gains(card.get("extension_gain", 1.0)
                                               if isinstance(card, dict) else 1.0)
-        self._band_lock = self.extension_gain if self.passband == "detected" else False
+        self.max_added_ratio = max_added_ratio(
+            card.get("max_added_ratio", DEFAULT_MAX_ADDED_RATIO) if isinstance(card, dict)
+            else DEFAULT_MAX_ADDED_RATIO)
+        self._band_lock = ({"gain": self.extension_gain, "max_added_ratio": self.max_added_ratio}
+                           if self.passband == "detected" else False)
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
         if not 0 < self.hop_samples <= self.window_samples:

@@ -83,37 +83,45 @@ class WindowPath:
     Args:
         lock: True: the network changes only the band above each window's detected
             bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a gain or a table of gains
-            per cutoff: the same, with that gain on the added band; False: the output as is.
+            per cutoff: the same, with that gain on the added band; a dict: the
+            lock's keyword arguments (``gain``, ``max_added_ratio``, ``gate``); a lock: used
+            as is; False: the output as is.
     """
 
     def __init__(self, engine: InferenceEngine, tracker: SpectrumTracker, rows: int,
-                 lock: bool | float | list):
+                 lock: bool | float | list | dict | DetectedBandLock):
         self.engine, self.tracker = engine, tracker
         window_samples = engine.window_samples
         self.conditions = (np.zeros((rows, engine.condition_bands), np.float32)
                            if engine.condition_bands else None)
         self.cutoffs_hz = np.zeros(rows, np.float64)
         off = lock is False or lock is None
-        self.lock = None if off else DetectedBandLock(
-            tracker.sample_rate, window_samples, gain=1.0 if lock is True else lock)
+        if off or isinstance(lock, DetectedBandLock):
+            self.lock = None if off else lock
+        else:
+            settings = lock if isinstance(lock, dict) else {"gain": 1.0 if lock is True else lock}
+            self.lock = DetectedBandLock(tracker.sample_rate, window_samples, **settings)
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
+        self.contrast = None if off else (np.zeros(rows), np.zeros(rows))
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""
         rows = self.tracker.channels * num_frames
-        self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz)
+        self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz,
+                            self.contrast)
         widest = np.nanmax(self.tracker.bandwidth_hz, initial=-1.0)
         stats.input_bandwidth_hz = float(widest) if widest > 0 else None
         if self.lock is not None:
             self.inputs[:rows] = frames[:rows]
         run_batch(self.engine, frames, rows, stats, self.conditions)
         if self.lock is not None:
-            self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz)
+            self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast)
 
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
                     hop_samples: int, buffer_size: int, stats: ProcessorStats,
-                    sample_rate: int = 48000, lock: bool | float | list = True) -> np.ndarray:
+                    sample_rate: int = 48000,
+                    lock: bool | float | list | dict | DetectedBandLock = True) -> np.ndarray:
     """Whole-buffer path: audio (channels, n) finite float32 -> y (channels, n), no delay.
 
     Windows are batched ``max(1, buffer_size // hop_samples)`` per channel per network call.
@@ -151,7 +159,8 @@ class StreamState:
 
     def __init__(self, channels: int, window: np.ndarray, hop_samples: int,
                  block_samples: int = 8192, tracker: SpectrumTracker | None = None,
-                 engine: InferenceEngine | None = None, lock: bool | float | list = True):
+                 engine: InferenceEngine | None = None,
+                 lock: bool | float | list | dict | DetectedBandLock = True):
         self.channels = channels
         self.tracker = tracker
         self.engine, self.lock = engine, lock

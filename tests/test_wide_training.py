@@ -133,18 +133,20 @@ def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
                                [24000.0, 17000.0, 19000.0]).clips == 1
 
 
-def test_calibrated_gains_never_lose_on_their_own_data():
-    """Least-squares gains per bucket of detected bandwidth: within range, and the pooled
-    error with them is never above the error with gain 1 on the pairs they were fitted on."""
+def test_calibrated_lock_never_loses_on_its_own_data():
+    """Least-squares gains per bucket of cutoff, for every candidate cap: within range, and
+    the pooled error with them is never above the lock's without an added band."""
     from helpers import random_tiny
 
-    from rtbwe.training.calibrate import MAX_FITTED_GAIN, fit_extension_gain
+    from rtbwe.training.calibrate import GAIN_EDGES_HZ, MAX_FITTED_GAIN, fit_lock
 
     clips = [_broadband(1.5, 10 + i) for i in range(2)]
-    fit = fit_extension_gain(random_tiny(4), clips)
-    assert fit["pairs"] > 0 and len(fit["extension_gain"]) == 5
-    assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in fit["extension_gain"])
-    assert fit["error_fitted"] <= fit["error_gain_1"] + 1e-9
+    fit = fit_lock(random_tiny(4), clips, caps=(None, 1.0))
+    assert fit["pairs"] > 0 and len(fit["extension_gain"]) == len(GAIN_EDGES_HZ)
+    assert fit["max_added_ratio"] in (None, 1.0) and len(fit["candidates"]) == 2
+    for candidate in fit["candidates"]:
+        assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in candidate["extension_gain"])
+        assert candidate["error_fitted"] <= candidate["error_without_band"] * (1 + 1e-9)
 
 
 def test_gain_table_applies_per_window_cutoff():

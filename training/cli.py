@@ -206,17 +206,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .degrade import describe
 
         card.setdefault("degradations", describe())
-    if args.calibrate:  # the added band's gain, least squares on the validation split
-        from .calibrate import fit_extension_gain
+    if args.calibrate:  # the lock's gains and level cap, fitted on the validation split
+        from .calibrate import fit_lock
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
-        fit = fit_extension_gain(model, clips, progress=lambda m: print(m, flush=True))
+        fit = fit_lock(model, clips, progress=lambda m: print(m, flush=True))
         card["extension_gain"] = fit["extension_gain"]
+        card["max_added_ratio"] = fit["max_added_ratio"]
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
                                "clips": len(clips), "clip_seconds": args.clip_seconds}
-        print(f"extension gains {fit['extension_gain']} from {fit['pairs']} validation pairs "
-              f"(pooled squared error {fit['error_gain_1']:.4g} at gain 1, "
-              f"{fit['error_fitted']:.4g} fitted)")
+        chosen = next(c for c in fit["candidates"]
+                      if c["max_added_ratio"] == fit["max_added_ratio"])
+        print(f"extension gains {fit['extension_gain']}, max_added_ratio "
+              f"{fit['max_added_ratio']} from {fit['pairs']} validation pairs: "
+              f"{chosen['rows_failing']} rows failing, mean ΔSNR {chosen['mean_dsnr_db']:+.2f} dB")
     if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
         matrix = json.loads(Path(args.matrix_json).read_text())
         card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],

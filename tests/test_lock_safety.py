@@ -1,0 +1,136 @@
+"""The detected-band lock's safety factors (issue 11, never worse): the gate on content the
+detection did not see, the level cap, and the calibration that fits both on captured windows."""
+import numpy as np
+import pytest
+from scipy import signal
+
+from helpers import random_tiny
+from rtbwe import BandwidthExtender
+from rtbwe.conditioning import band_ratio_db, full_bin_power
+from rtbwe.passband import GATE_FULL_DB, GATE_OFF_DB, DetectedBandLock
+
+SR = 48000
+
+
+def _lowpassed_noise(seconds: float, cutoff_hz: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sos = signal.cheby1(8, 0.1, cutoff_hz, fs=SR, output="sos")
+    return (0.1 * signal.sosfilt(sos, rng.standard_normal(int(seconds * SR)))).astype(np.float32)
+
+
+def test_band_ratio_db_measures_the_band_above_the_cutoff():
+    rng = np.random.default_rng(1)
+    white = full_bin_power(rng.standard_normal((2, 1024)))
+    dark = full_bin_power(_lowpassed_noise(1024 / SR + 0.1, 6000, 2)[None, -1024:])
+    ratio, below = band_ratio_db(np.vstack([white, dark]), np.full(3, 6000.0), SR, 1024)
+    # white noise: 18 - 6.6 kHz above vs 3 kHz below -> about +6 dB; low-passed: far below
+    assert 3 < ratio[0] < 9 and 3 < ratio[1] < 9
+    assert ratio[2] < -20 and below.min() > 0  # (Hann leakage of the passband)
+    full, _ = band_ratio_db(white, np.array([SR / 2, SR / 2]), SR, 1024)
+    assert np.all(full == 0)
+
+
+def test_gate_and_cap_scale_each_window():
+    lock = DetectedBandLock(SR, 1024, max_added_ratio=1.0)
+    added = np.ones((4, 1024))
+    added_power = (added * added) @ lock._hann_sq
+    cutoff = np.full(4, 6000.0)
+    excess = np.array([0.0, GATE_FULL_DB, (GATE_FULL_DB + GATE_OFF_DB) / 2, GATE_OFF_DB])
+    gains = lock.window_gains(cutoff, added, excess, np.full(4, 1e9))   # cap never binds
+    np.testing.assert_allclose(gains, [1.0, 1.0, 0.5, 0.0])
+    below = added_power[:3] * np.array([4.0, 0.25, 0.0])                # cap: sqrt(ratio)
+    gains = lock.window_gains(cutoff[:3], added[:3], np.zeros(3), below)
+    np.testing.assert_allclose(gains, [1.0, 0.5, 0.0])
+    no_cap = DetectedBandLock(SR, 1024, max_added_ratio=None, gate=False)
+    np.testing.assert_allclose(no_cap.window_gains(cutoff, added, excess, np.zeros(4)), 1.0)
+
+
+def test_no_hiss_on_digital_silence():
+    """Band-limited music, then silence: the network's output on silence (its biases) is
+    not added, because the window holds nothing in the octave below the cutoff."""
+    x = np.concatenate([_lowpassed_noise(2.0, 6000, 3), np.zeros(SR, np.float32)])
+    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    y = bwe.process(x, SR)
+    assert bwe.input_bandwidth_hz is not None and bwe.input_bandwidth_hz < 8000
+    assert np.abs(y[int(2.1 * SR):]).max() == 0.0
+    free = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1, passband="free")
+    assert np.abs(free.process(x, SR)[int(2.1 * SR):]).max() > 1e-3  # there was hiss to stop
+
+
+def test_new_wide_content_is_kept_not_replaced():
+    """A dark start sets a low cutoff; when full-band content arrives, the windows until the
+    next detection hold far more above the cutoff than the detection saw: the gate keeps
+    them as they are instead of replacing their high band with the network's."""
+    from rtbwe.conditioning import DETECT_EVERY_FRAMES, min_history_frames
+
+    hop = 512
+    # the wide content starts two frames after a detection (frame index d = frames seen - 1):
+    # frames d + 2 ... d + 7 hold it while the cutoff is still the dark one
+    detection = min_history_frames(SR, hop) - 1 + 4 * DETECT_EVERY_FRAMES
+    onset = (detection + 2) * hop
+    rng = np.random.default_rng(5)
+    dark = _lowpassed_noise(onset / SR + 0.01, 5000, 6)[:onset]
+    wide = (0.1 * rng.standard_normal(SR // 2)).astype(np.float32)
+    x = np.concatenate([dark, wide])
+    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    y = bwe.process(x, SR)
+    after = slice(onset, onset + (DETECT_EVERY_FRAMES - 3) * hop)  # only gated frames
+    err_db = 10 * np.log10(np.sum((y[after] - x[after]) ** 2) / np.sum(x[after] ** 2))
+    assert err_db < -40
+    ungated = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    ungated._band_lock = {"gain": 1.0, "max_added_ratio": None, "gate": False}
+    y_ungated = ungated.process(x, SR)
+    err_ungated = 10 * np.log10(np.sum((y_ungated[after] - x[after]) ** 2)
+                                / np.sum(x[after] ** 2))
+    assert err_ungated > err_db + 20  # without the gate the window's high band is replaced
+
+
+def test_streaming_equals_offline_with_gate_and_cap():
+    x = np.concatenate([_lowpassed_noise(1.2, 5000, 7), np.zeros(SR // 4, np.float32),
+                        _lowpassed_noise(1.0, 9000, 8)])
+    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    offline = bwe.process(x, SR)
+    bwe.reset()
+    rng = np.random.default_rng(0)
+    out, i = [], 0
+    while i < x.size:
+        n = int(rng.integers(1, 1500))
+        out.append(bwe.process(x[i:i + n], SR, reset=False))
+        i += n
+    streamed = np.concatenate(out)
+    lat = bwe.latency_samples
+    np.testing.assert_allclose(streamed[lat:], offline[:x.size - lat], atol=2e-5)
+
+
+def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data():
+    from rtbwe.training import calibrate as cal
+    from rtbwe.training.matrix import matrix_rows
+
+    rng = np.random.default_rng(9)
+    clip = (0.1 * rng.standard_normal(int(1.5 * SR))).astype(np.float32)
+    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    captures = []
+    for row in ("butter-6 6 kHz", "cheby1-6 8 kHz"):
+        x = matrix_rows()[row].apply(clip, SR)
+        captures.append(cal.capture(bwe, clip, x, row))
+        for cap in (None, 0.25):
+            gains = np.linspace(0.5, 2.0, len(cal.GAIN_EDGES_HZ))
+            lock = DetectedBandLock(SR, bwe.window_samples, max_added_ratio=cap)
+            rebuilt = x + gains @ cal._components(captures[-1], lock, bwe.window,
+                                                  bwe.hop_samples)
+            bwe._band_lock = {"gain": [[e, g] for e, g in zip(cal.GAIN_EDGES_HZ, gains)],
+                              "max_added_ratio": cap}
+            np.testing.assert_allclose(bwe.process(x, SR), rebuilt, atol=1e-5)
+    for cap in (None, 1.0):
+        result = cal.evaluate_cap(captures, cap, bwe.window, bwe.hop_samples)
+        assert all(0.0 <= g <= cal.MAX_FITTED_GAIN for _, g in result["extension_gain"])
+        assert result["error_fitted"] <= result["error_without_band"] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (0.5, 0.5), (-1, 1.0),
+                                             (float("nan"), 1.0), ("x", 1.0), (True, 1.0)])
+def test_card_max_added_ratio_is_checked(value, expected):
+    from rtbwe.passband import DEFAULT_MAX_ADDED_RATIO
+    from rtbwe.processor import max_added_ratio
+
+    assert max_added_ratio(value) == (DEFAULT_MAX_ADDED_RATIO if expected == 1.0 else expected)
