@@ -121,10 +121,19 @@ def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data():
             bwe._band_lock = {"gain": [[e, g] for e, g in zip(cal.GAIN_EDGES_HZ, gains)],
                               "max_added_ratio": cap}
             np.testing.assert_allclose(bwe.process(x, SR), rebuilt, atol=1e-5)
-    for cap in (None, 1.0):
-        result = cal.evaluate_cap(captures, cap, bwe.window, bwe.hop_samples)
-        assert all(0.0 <= g <= cal.MAX_FITTED_GAIN for _, g in result["extension_gain"])
-        assert result["error_fitted"] <= result["error_without_band"] * (1 + 1e-9)
+    stats = cal.pair_statistics(captures, [0, 1], DetectedBandLock(SR, bwe.window_samples),
+                                bwe.window, bwe.hop_samples)
+    gains = cal.least_squares_gains(stats)
+    assert all(0.0 <= g <= cal.MAX_FITTED_GAIN for g in gains)
+    without = sum(p.base for p in stats)
+    for shrink in (1.0, 0.5):
+        assert sum(p.error(shrink * gains) for p in stats) <= without * (1 + 1e-9)
+    # the shrink rule: never-worse first, then the best mean
+    table = [{"shrink": 1.0, "worst_row_db": -1.0, "mean_row_db": 0.3},
+             {"shrink": 0.5, "worst_row_db": -0.01, "mean_row_db": 0.2},
+             {"shrink": 0.25, "worst_row_db": 0.0, "mean_row_db": 0.1}]
+    assert cal.choose_shrink(table) == 0.5
+    assert cal.choose_shrink([{**r, "worst_row_db": r["worst_row_db"] - 1} for r in table]) == 0.25
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), (0.5, 0.5), (-1, 1.0),

@@ -134,19 +134,21 @@ def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
 
 
 def test_calibrated_lock_never_loses_on_its_own_data():
-    """Least-squares gains per bucket of cutoff, for every candidate cap: within range, and
-    the pooled error with them is never above the lock's without an added band."""
+    """Least-squares gains per bucket of cutoff times the cross-validated shrink: within
+    range, and the pooled error with them is never above the lock's without an added band
+    (the error is convex in the gains, and 0 and the least-squares gains are both feasible)."""
     from helpers import random_tiny
 
-    from rtbwe.training.calibrate import GAIN_EDGES_HZ, MAX_FITTED_GAIN, fit_lock
+    from rtbwe.training.calibrate import (GAIN_EDGES_HZ, MAX_FITTED_GAIN, SHRINK_CANDIDATES,
+                                          fit_lock)
 
     clips = [_broadband(1.5, 10 + i) for i in range(2)]
-    fit = fit_lock(random_tiny(4), clips, caps=(None, 1.0))
+    fit = fit_lock(random_tiny(4), clips)
     assert fit["pairs"] > 0 and len(fit["extension_gain"]) == len(GAIN_EDGES_HZ)
-    assert fit["max_added_ratio"] in (None, 1.0) and len(fit["candidates"]) == 2
-    for candidate in fit["candidates"]:
-        assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in candidate["extension_gain"])
-        assert candidate["error_fitted"] <= candidate["error_without_band"] * (1 + 1e-9)
+    assert fit["shrink"] in SHRINK_CANDIDATES
+    assert len(fit["cross_validation"]) == len(SHRINK_CANDIDATES)
+    assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in fit["extension_gain"])
+    assert fit["error_fitted"] <= fit["error_without_band"] * (1 + 1e-9)
 
 
 def test_gain_table_applies_per_window_cutoff():
