@@ -109,6 +109,15 @@ def _band_taps(sample_rate: int, low_hz: float, high_hz: float, taps: int) -> np
     return lowpass_high - lowpass_low
 
 
+@lru_cache(maxsize=512)
+def _band_response(sample_rate: int, low_hz: float, high_hz: float, n_fft: int,
+                   taps: int) -> np.ndarray:
+    """(n_fft // 2 + 1,) complex128 spectrum of :func:`_band_taps` (read-only, cached)."""
+    response = np.fft.rfft(_band_taps(sample_rate, low_hz, high_hz, taps), n_fft)
+    response.flags.writeable = False
+    return response
+
+
 def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | None,
                    n_fft: int, taps: int = DEFAULT_TAPS) -> np.ndarray:
     """(rows, n_fft // 2 + 1) complex responses of :func:`_band_taps` per row, with the
@@ -118,11 +127,8 @@ def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | N
     low = np.clip(np.round(np.asarray(low_hz, float) / step) * step, step, nyquist_hz - step)
     high = (np.full_like(low, nyquist_hz) if high_hz is None else
             np.clip(np.round(np.asarray(high_hz, float) / step) * step, low + step, nyquist_hz))
-    out = np.empty((low.size, n_fft // 2 + 1), np.complex128)
-    for key in set(zip(low.tolist(), high.tolist())):
-        rows = (low == key[0]) & (high == key[1])
-        out[rows] = np.fft.rfft(_band_taps(int(sample_rate), key[0], key[1], taps), n_fft)
-    return out
+    keys = list(zip(low.tolist(), high.tolist()))
+    return np.stack([_band_response(int(sample_rate), lo, hi, n_fft, taps) for lo, hi in keys])
 
 
 GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain -> no gain
@@ -201,11 +207,12 @@ class DetectedBandLock:
             outputs[:rows][~extend] = inputs[:rows][~extend]
         if not extend.any():
             return
-        index = np.flatnonzero(extend)
+        index = slice(0, rows) if extend.all() else np.flatnonzero(extend)
         high = self.added_band(inputs[index], outputs[index], cutoff[index])
         gains = self.window_gains(cutoff[index], high,
                                   *((c[:rows][index] for c in contrast) if contrast else ()))
-        outputs[index] = inputs[index] + (gains[:, None] * high).astype(np.float32)
+        high *= gains[:, None]
+        outputs[index] = inputs[index] + high
 
 
 def lock_to_band(x: torch.Tensor, y: torch.Tensor, sample_rate: int, low_hz: np.ndarray,
