@@ -143,3 +143,39 @@ def test_card_max_added_ratio_is_checked(value, expected):
     from rtbwe.processor import max_added_ratio
 
     assert max_added_ratio(value) == (DEFAULT_MAX_ADDED_RATIO if expected == 1.0 else expected)
+
+
+def test_export_calibrate_writes_the_lock_settings(tmp_path, capsys):
+    """`rtbwe-train export RUN STEM --calibrate DATA`: the card gets the fitted gains, the
+    cap and the cross-validation, and a processor loads them."""
+    import json
+
+    import soundfile as sf
+
+    from rtbwe import save_model
+    from rtbwe.training.calibrate import GAIN_EDGES_HZ, SHRINK_CANDIDATES
+    from rtbwe.training.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pieces = []
+    for i, split in enumerate(("validation", "validation", "train", "test")):
+        name = f"{split}{i}.flac"
+        sf.write(corpus / name, _lowpassed_noise(1.5, 20000, 30 + i), SR)
+        pieces.append({"file": name, "split": split})
+    (corpus / "manifest.json").write_text(json.dumps({"pieces": pieces}))
+    run = tmp_path / "run"
+    run.mkdir()
+    from rtbwe import models
+
+    save_model(random_tiny(4), run / "best", {"model": "tiny", "sample_rate": SR,
+                                               "model_class": "ARUNet",
+                                               "model_kwargs": models.build_kwargs("tiny")[1]})
+    assert main(["export", str(run), str(tmp_path / "out"), "--calibrate", str(corpus),
+                 "--clips", "2", "--clip-seconds", "1.5"]) == 0
+    assert "cross-validated worst row" in capsys.readouterr().out
+    card = json.loads((tmp_path / "out.json").read_text())
+    assert [edge for edge, _ in card["extension_gain"]] == list(GAIN_EDGES_HZ)
+    assert card["max_added_ratio"] == 1.0 and card["calibration"]["shrink"] in SHRINK_CANDIDATES
+    bwe = BandwidthExtender(str(tmp_path / "out.json"), num_threads=1)
+    assert bwe.extension_gain == card["extension_gain"] and bwe.max_added_ratio == 1.0

@@ -215,11 +215,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         card["max_added_ratio"] = fit["max_added_ratio"]
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
                                "clips": len(clips), "clip_seconds": args.clip_seconds}
-        chosen = next(c for c in fit["candidates"]
-                      if c["max_added_ratio"] == fit["max_added_ratio"])
-        print(f"extension gains {fit['extension_gain']}, max_added_ratio "
-              f"{fit['max_added_ratio']} from {fit['pairs']} validation pairs: "
-              f"{chosen['rows_failing']} rows failing, mean ΔSNR {chosen['mean_dsnr_db']:+.2f} dB")
+        chosen = next(c for c in fit["cross_validation"] if c["shrink"] == fit["shrink"])
+        print(f"extension gains {fit['extension_gain']} (least squares x {fit['shrink']}), "
+              f"max_added_ratio {fit['max_added_ratio']}, from {fit['pairs']} validation "
+              f"pairs; cross-validated worst row {chosen['worst_row_db']:+.2f} dB, mean row "
+              f"{chosen['mean_row_db']:+.3f} dB")
     if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
         matrix = json.loads(Path(args.matrix_json).read_text())
         card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],
