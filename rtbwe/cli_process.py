@@ -275,7 +275,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-ms", type=float, default=None,
                    help="analysis window in ms (default 21.33 = 1024 samples at 48 kHz)")
     p.add_argument("--hop-ms", type=float, default=None,
-                   help="hop between windows in ms (default 10.67 = 512 samples at 48 kHz)")
+                   help="hop between windows in ms (default 16.0 = 768 samples at 48 kHz)")
     p.add_argument("--low-latency", action="store_true", help=LOW_LATENCY_HELP)
 
 

@@ -37,7 +37,10 @@ from .streaming import ProcessorStats, StreamState, make_tracker, process_offlin
 # made arunet-small faster per second of audio (eager RT 0.23 vs 0.27, 1 thread) and lowered
 # the window-edge error (-62 vs -54 dB) for 1.3 ms more latency (21.3 ms, goal <= 25 ms).
 DEFAULT_WINDOW_MS = 1000 * 1024 / 48000  # 21.33 ms
-DEFAULT_HOP_MS = 1000 * 512 / 48000      # 10.67 ms
+# Hop 3/4 of the window (768 samples, 16 ms) since issue 14: on the degradation matrix it is
+# within 0.02 dB ΔSNR of hop 512 on every row (docs/results/matrix-modes.md) and streams with
+# a third fewer network calls per second; the latency stays window - 1 samples.
+DEFAULT_HOP_MS = 1000 * 768 / 48000      # 16.0 ms
 # low-latency mode (`--low-latency`): 448 / 224 samples at 48 kHz, 9.31 ms algorithmic latency;
 # about 1.5x the compute per second, -0.2 dB ΔSNR at most on the demo clip (benchmarks/README.md)
 LOW_LATENCY_WINDOW_MS = 1000 * 448 / 48000  # 9.33 ms
@@ -190,8 +193,9 @@ class BandwidthExtender:
             (random weights, warns), or any ``nn.Module`` mapping (batch, 1, n) -> (batch, 1, n).
         sample_rate: rate the model runs at; defaults to the model card's, else 48000.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        window_ms, hop_ms: analysis window and hop; defaults 21.33 / 10.67 ms (1024 / 512
-            samples at 48 kHz, chosen by measurement; the paper's 20 / 10 ms also works).
+        window_ms, hop_ms: analysis window and hop; defaults 21.33 / 16.0 ms (1024 / 768
+            samples at 48 kHz, chosen by measurement; 1024 / 512 and the paper's 20 / 10 ms
+            also work).
         num_threads: torch intra-op threads (process-wide); None keeps torch's setting.
         backend: ``"auto"`` (cuda-graph on CUDA; on CPU onnx when ``rtbwe[fast]`` is
             installed, else eager), ``"eager"``, ``"torchscript"``, ``"onnx"`` or ``"cuda-graph"``.

@@ -9,7 +9,9 @@ from rtbwe.training import cli, modes
 
 def test_named_modes_are_the_processor_geometries():
     assert (modes.parse_mode("default").window_samples,
-            modes.parse_mode("default").hop_samples) == (1024, 512)
+            modes.parse_mode("default").hop_samples) == (1024, 768)
+    assert (modes.parse_mode("hop-1/2").window_samples,
+            modes.parse_mode("hop-1/2").hop_samples) == (1024, 512)
     assert (modes.parse_mode("hop-3/4").window_samples,
             modes.parse_mode("hop-3/4").hop_samples) == (1024, 768)
     low = modes.parse_mode("low-latency")
@@ -48,9 +50,11 @@ def test_eval_matrix_geometry_options():
     parse = cli.build_parser().parse_args
     one = cli._matrix_modes(parse(["eval", "--matrix", "--low-latency"]))
     assert [(m.window_samples, m.hop_samples) for m in one] == [(448, 224)]
-    one = cli._matrix_modes(parse(["eval", "--matrix", "--hop-ms", "16"]))
-    assert [(m.window_samples, m.hop_samples) for m in one] == [(1024, 768)]
-    several = cli._matrix_modes(parse(["eval", "--matrix", "--modes", "default", "hop-3/4",
+    one = cli._matrix_modes(parse(["eval", "--matrix", "--hop-ms", "10.6666667"]))
+    assert [(m.window_samples, m.hop_samples) for m in one] == [(1024, 512)]
+    assert [(m.window_samples, m.hop_samples) for m in cli._matrix_modes(
+        parse(["eval", "--matrix"]))] == [(1024, 768)]
+    several = cli._matrix_modes(parse(["eval", "--matrix", "--modes", "hop-1/2", "hop-3/4",
                                        "low-latency"]))
     assert [m.hop_samples for m in several] == [512, 768, 224]
     with pytest.raises(SystemExit):

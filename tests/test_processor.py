@@ -215,8 +215,8 @@ def test_changing_channels_mid_stream_needs_reset(identity_bwe):
     identity_bwe.process(_noise((1, 100)), RATE)  # reset=True is always fine
 
 
-def test_default_geometry_is_1024_over_512_at_48k(identity_bwe):
-    assert (identity_bwe.window_samples, identity_bwe.hop_samples) == (1024, 512)
+def test_default_geometry_is_1024_over_768_at_48k(identity_bwe):
+    assert (identity_bwe.window_samples, identity_bwe.hop_samples) == (1024, 768)
     assert identity_bwe.latency_samples == 1023
     assert abs(identity_bwe.latency_ms - 21.3125) < 1e-9
 
@@ -261,7 +261,8 @@ def test_saved_weights_bring_their_sample_rate(tmp_path):
         "model_class": "ARUNet", "model_kwargs": models.build_kwargs("tiny")[1],
         "sample_rate": 16000})
     bwe = BandwidthExtender(card)
-    assert (bwe.sample_rate, bwe.window_samples, bwe.hop_samples) == (16000, 341, 171)
+    # 21.33 ms and 16 ms at 16 kHz
+    assert (bwe.sample_rate, bwe.window_samples, bwe.hop_samples) == (16000, 341, 256)
     with pytest.raises(ValueError, match="runs at 16000 Hz"):
         bwe.process(np.zeros(100, np.float32), RATE)
     with pytest.raises(ValueError, match="trained at 16000 Hz"):

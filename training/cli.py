@@ -315,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
     e.add_argument("--modes", nargs="+", metavar="MODE",
                    help="with --matrix: run these geometries back to back on the same clips "
-                   "and tabulate each one's difference from the first: default, hop-3/4, "
-                   "low-latency or WINDOW/HOP samples at 48 kHz (training/modes.py)")
+                   "and tabulate each one's difference from the first: default, hop-1/2, "
+                   "hop-3/4, low-latency or WINDOW/HOP samples at 48 kHz (training/modes.py)")
     e.add_argument("--csv", help="also write the table to this CSV file")
     e.add_argument("--json", help="also write all results to this JSON file")
     e.set_defaults(func=cmd_eval)

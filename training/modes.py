@@ -7,8 +7,10 @@ to each mode's own table, a table of per-row differences from the first mode.
 
 A mode is a name or ``WINDOW/HOP`` in samples at 48 kHz:
 
-* ``default``: the processor's default geometry (1024 / 512 samples, 21.33 / 10.67 ms);
-* ``hop-3/4``: the default window with a hop of 3/4 of it (1024 / 768);
+* ``default``: the processor's default geometry (1024 / 768 samples, 21.33 / 16 ms, since
+  issue 14; 1024 / 512 before);
+* ``hop-1/2``, ``hop-3/4``: the default window with a hop of 1/2 or 3/4 of it (1024 / 512,
+  1024 / 768);
 * ``low-latency``: ``rtbwe.processor.LOW_LATENCY_WINDOW_MS / HOP_MS`` (448 / 224);
 * ``W/H``, e.g. ``960/480``.
 """
@@ -57,6 +59,7 @@ def parse_mode(spec: str) -> Mode:
     default_window = round(processor.DEFAULT_WINDOW_MS * RATE_HZ / 1000)
     named = {
         "default": (default_window, round(processor.DEFAULT_HOP_MS * RATE_HZ / 1000)),
+        "hop-1/2": (default_window, default_window // 2),
         "hop-3/4": (default_window, default_window * 3 // 4),
         "low-latency": (round(processor.LOW_LATENCY_WINDOW_MS * RATE_HZ / 1000),
                         round(processor.LOW_LATENCY_HOP_MS * RATE_HZ / 1000)),
