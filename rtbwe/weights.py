@@ -41,7 +41,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # models are kept under their names (arunet-small-6k is the paper's recipe).
 SHIPPED = {"default": "arunet-small-wide", "arunet-small-wide": "arunet-small-wide",
            "arunet-small-cond-6k": "arunet-small-cond-6k",
-           "arunet-small-6k": "arunet-small-6k"}
+           "arunet-small-6k": "arunet-small-6k",
+           # issue 14's cheaper student (half the widths, training/distill.py), not the default
+           "arunet-small-half-wide": "arunet-small-half-wide"}
 
 
 # Bounds on untrusted model files (far above every shipped or registered model).
