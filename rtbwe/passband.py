@@ -150,9 +150,10 @@ class DetectedBandLock:
       whose ``up_to_hz`` is above the cutoff), fitted on the validation split
       (``rtbwe-train export --calibrate``);
     * a gate on new content: where the window holds clearly more above the cutoff than the
-      long-term spectrum says the input has (``excess_db`` of
-      :func:`rtbwe.conditioning.band_contrast`), the input is not band-limited there and is
-      kept: gain 1 up to GATE_FULL_DB, 0 from GATE_OFF_DB, linear in dB between;
+      long-term spectrum did at the detection that set the cutoff (``excess_db``: the
+      difference of their :func:`rtbwe.conditioning.band_ratio_db`, from the tracker), the
+      input is not band-limited there and is kept: gain 1 up to GATE_FULL_DB, 0 from
+      GATE_OFF_DB, linear in dB between;
     * a level cap: the added band's power is at most ``max_added_ratio`` x the window's
       input power in the octave below the cutoff (None: no cap), so near-silence gets no
       hiss and a window the network misjudges cannot get more high band than is plausible.
@@ -174,8 +175,9 @@ class DetectedBandLock:
 
     def added_band(self, inputs: np.ndarray, outputs: np.ndarray,
                    cutoff_hz: np.ndarray) -> np.ndarray:
-        """inputs, outputs (rows, window_samples) -> (rows, window_samples) float64: the
-        high-passed residual above each row's cutoff (rows: cutoffs below Nyquist only)."""
+        """inputs, outputs (rows, window_samples) float32 -> (rows, window_samples): the
+        high-passed residual above each row's cutoff (rows: cutoffs below Nyquist only), in
+        the FFT's precision (float32 for float32 input with NumPy 2)."""
         spectrum = np.fft.rfft(outputs - inputs, self.n_fft, axis=1)
         spectrum *= band_responses(self.sample_rate, cutoff_hz, None, self.n_fft, self.taps)
         half = self.taps // 2
