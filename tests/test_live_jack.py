@@ -204,11 +204,6 @@ def tiny_model_card(folder) -> str:
                                                  "sample_rate": SR}))
 
 
-@pytest.mark.parametrize("model", [
-    "tiny",
-    pytest.param("default", marks=pytest.mark.skipif(default_weights_missing() is not None,
-                                                     reason=str(default_weights_missing()))),
-])
 def _not_contiguous(received: list[np.ndarray], x: np.ndarray) -> str:
     """'' when the blocks handed to the extender hold ``x`` whole after their leading zeros;
     else what spoilt the run. Seen once with the machine overloaded (load average about 4,
@@ -224,6 +219,11 @@ def _not_contiguous(received: list[np.ndarray], x: np.ndarray) -> str:
     return "the input handed to the extender was not the signal, whole and in order"
 
 
+@pytest.mark.parametrize("model", [
+    "tiny",
+    pytest.param("default", marks=pytest.mark.skipif(default_weights_missing() is not None,
+                                                     reason=str(default_weights_missing()))),
+])
 def test_live_output_matches_rtbwe_process(model, jack_server, tmp_path):
     """With a real network (the shipped default model when present), live == `rtbwe process`."""
     import soundfile as sf
