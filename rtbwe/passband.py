@@ -124,6 +124,10 @@ def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | N
     taps centred (so a product of spectra is the 'same'-length correlation of conv1d)."""
     nyquist_hz = sample_rate / 2
     step = CUTOFF_STEP_HZ
+    if high_hz is None and np.size(low_hz) == 1:  # one window per hop: no array round trips
+        low_1 = min(max(round(float(np.ravel(low_hz)[0]) / step) * step, step),
+                    nyquist_hz - step)
+        return _band_response(int(sample_rate), low_1, nyquist_hz, n_fft, taps)[None]
     low = np.clip(np.round(np.asarray(low_hz, float) / step) * step, step, nyquist_hz - step)
     high = (np.full_like(low, nyquist_hz) if high_hz is None else
             np.clip(np.round(np.asarray(high_hz, float) / step) * step, low + step, nyquist_hz))
