@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soxr
-from helpers import random_tiny
+from helpers import random_tiny, stream_in_random_blocks
 
 from rtbwe import BandwidthExtender, filters
 from rtbwe.bandwidth import detect_bandwidth_hz
@@ -162,13 +162,7 @@ def test_lock_keeps_the_passband_and_streams_exactly():
     above = np.abs(change[freqs > cutoff + 700]).max()
     assert below < 1e-3 * above
     bwe.reset()
-    rng = np.random.default_rng(0)
-    parts, at = [], 0
-    while at < x.size:
-        n = int(rng.integers(1, 3000))
-        parts.append(bwe.process(x[at:at + n], SR, reset=False))
-        at += n
-    stream, lat = np.concatenate(parts), bwe.latency_samples
+    stream, lat = stream_in_random_blocks(bwe, x, SR), bwe.latency_samples
     np.testing.assert_allclose(stream[lat:], offline[:-lat], atol=1e-5)
 
 

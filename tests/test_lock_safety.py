@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from helpers import random_tiny
+from helpers import random_tiny, stream_in_random_blocks
 from rtbwe import BandwidthExtender
 from rtbwe.conditioning import band_ratio_db, full_bin_power
 from rtbwe.passband import GATE_FULL_DB, GATE_OFF_DB, DetectedBandLock
@@ -91,13 +91,7 @@ def test_streaming_equals_offline_with_gate_and_cap():
     bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
     offline = bwe.process(x, SR)
     bwe.reset()
-    rng = np.random.default_rng(0)
-    out, i = [], 0
-    while i < x.size:
-        n = int(rng.integers(1, 1500))
-        out.append(bwe.process(x[i:i + n], SR, reset=False))
-        i += n
-    streamed = np.concatenate(out)
+    streamed = stream_in_random_blocks(bwe, x, SR, max_block=1500)
     lat = bwe.latency_samples
     np.testing.assert_allclose(streamed[lat:], offline[:x.size - lat], atol=2e-5)
 
