@@ -209,19 +209,18 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     from .real import own_bandwidth_hz
 
     bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", num_threads=1)
+    lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio)
     own = [own_bandwidth_hz(c) for c in clips]
-    captures, clip_ids = [], []
+    stats = []  # each capture is reduced to its statistics at once (a capture is ~5 MB)
     for name, degradation in matrix_rows().items():
         if degradation is None:
             continue
         for index, (clip, bw) in enumerate(zip(clips, own)):
             if np.isfinite(bw) and usable(degradation, bw, sample_rate):
-                captures.append(capture(bwe, clip, degradation.apply(clip, sample_rate), name))
-                clip_ids.append(index)
+                one = capture(bwe, clip, degradation.apply(clip, sample_rate), name)
+                stats += pair_statistics([one], [index], lock, bwe.window, bwe.hop_samples)
         if progress:
             progress(f"calibration: captured {name}")
-    lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio)
-    stats = pair_statistics(captures, clip_ids, lock, bwe.window, bwe.hop_samples)
     least_squares = least_squares_gains(stats)
     cross_validated = cross_validate(stats)
     shrink = choose_shrink(cross_validated)
