@@ -38,7 +38,8 @@ from .streaming import ProcessorStats, StreamState, make_tracker, process_offlin
 # the window-edge error (-62 vs -54 dB) for 1.3 ms more latency (21.3 ms, goal <= 25 ms).
 DEFAULT_WINDOW_MS = 1000 * 1024 / 48000  # 21.33 ms
 # Hop 3/4 of the window (768 samples, 16 ms) since issue 14: on the degradation matrix it is
-# within 0.02 dB ΔSNR of hop 512 on every row (docs/results/matrix-modes.md) and streams with
+# within 0.02 dB ΔSNR of hop 512 on every row in two runs (docs/results/matrix-modes.md; one
+# or two more clips below -0.5 dB on two rows) and streams with
 # a third fewer network calls per second; the latency stays window - 1 samples.
 DEFAULT_HOP_MS = 1000 * 768 / 48000      # 16.0 ms
 # low-latency mode (`--low-latency`): 448 / 224 samples at 48 kHz, 9.31 ms algorithmic latency;
