@@ -23,10 +23,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from rtbwe.benchmarking import build_extender
+from rtbwe.benchmarking import InterleavedStreams, build_extender
 
 RATE = 48000
 ROUNDS = 1500           # per contender: 32 s of audio at hop 1024, 7 s at hop 224
@@ -61,29 +60,15 @@ def test_modes_under_load(benchmark, record, condition):
     contenders = _contenders()
     extenders = {name: build_extender(model, "onnx", 1, 1000 * w / RATE, 1000 * h / RATE)
                  for name, (model, w, h) in contenders.items()}
-    rng = np.random.default_rng(0)
-    feeds = {name: [np.ascontiguousarray(0.1 * rng.standard_normal((1, bwe.hop_samples)),
-                                         dtype=np.float32) for _ in range(16)]
-             for name, bwe in extenders.items()}
-    for bwe in extenders.values():
-        bwe.prepare(1, bwe.hop_samples)
-    times: dict[str, list[float]] = {name: [] for name in extenders}
-    step = [0]
-
-    def one_round():
-        for name, bwe in extenders.items():
-            block = feeds[name][step[0] % 16]
-            begun = time.perf_counter()
-            bwe.process(block, RATE, reset=False)
-            times[name].append(time.perf_counter() - begun)
-        step[0] += 1
+    streams = InterleavedStreams(extenders, 1, RATE, seed=0)
 
     busy = _busy_loops(2) if condition == "busy2" else []
     try:
         if busy:
             time.sleep(SETTLE_S)
         load_before = os.getloadavg()[0]
-        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+        benchmark.pedantic(streams.one_round, rounds=ROUNDS, iterations=1,
+                           warmup_rounds=WARMUP_ROUNDS)
         load_after = os.getloadavg()[0]
     finally:
         for process in busy:
@@ -93,11 +78,7 @@ def test_modes_under_load(benchmark, record, condition):
                "backend": "onnx", "threads": 1}
     for name, bwe in extenders.items():
         assert bwe.backend == "onnx", bwe.engine.fallback_reason
-        values = np.asarray(times[name][WARMUP_ROUNDS:])
-        figures[f"{name}_rt"] = float(values.sum() / (len(values) * bwe.hop_samples / RATE))
-        figures[f"{name}_p50_ms"] = 1e3 * float(np.percentile(values, 50))
-        figures[f"{name}_p99_ms"] = 1e3 * float(np.percentile(values, 99))
-        figures[f"{name}_max_ms"] = 1e3 * float(values.max())
-        figures[f"{name}_hop_ms"] = 1e3 * bwe.hop_samples / RATE
-        figures[f"{name}_latency_ms"] = bwe.latency_ms
+        measured = streams.figures(name, WARMUP_ROUNDS)
+        for key in ("rt", "p50_ms", "p99_ms", "max_ms", "hop_ms", "latency_ms"):
+            figures[f"{name}_{key}"] = measured[key]
     record(**figures)

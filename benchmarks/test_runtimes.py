@@ -32,7 +32,7 @@ import pytest
 import torch
 
 from rtbwe import engine
-from rtbwe.benchmarking import build_extender
+from rtbwe.benchmarking import InterleavedStreams, build_extender
 
 RATE = 48000
 WINDOW = 1024
@@ -154,32 +154,15 @@ def test_streaming_modes(benchmark, record, default_model, channels):
     extenders = {f"{b}-{w}/{h}": build_extender("default", b, 1, 1000 * w / RATE, 1000 * h / RATE)
                  for b, w, h in MODES if b != "onnx" or engine.resolve_backend("auto", torch.device(
                      "cpu")) == "onnx"}
-    rng = np.random.default_rng(channels)
-    feeds = {name: [np.ascontiguousarray(0.1 * rng.standard_normal((channels, bwe.hop_samples)),
-                                         dtype=np.float32) for _ in range(16)]
-             for name, bwe in extenders.items()}
-    times: dict[str, list[float]] = {name: [] for name in extenders}
-    for name, bwe in extenders.items():
-        bwe.prepare(channels, bwe.hop_samples)
-    step = [0]
-
-    def one_round():
-        for name, bwe in extenders.items():
-            block = feeds[name][step[0] % 16]
-            begun = time.perf_counter()
-            bwe.process(block, RATE, reset=False)
-            times[name].append(time.perf_counter() - begun)
-        step[0] += 1
-
+    streams = InterleavedStreams(extenders, channels, RATE, seed=channels)
     load_before = os.getloadavg()[0]
-    benchmark.pedantic(one_round, rounds=int(4.0 * RATE) // 512, iterations=1, warmup_rounds=20)
+    benchmark.pedantic(streams.one_round, rounds=int(4.0 * RATE) // 512, iterations=1,
+                       warmup_rounds=20)
     figures = {"load_1min": f"{load_before:.2f}->{os.getloadavg()[0]:.2f}"}
-    for name, bwe in extenders.items():
-        values = np.asarray(times[name][20:])
-        figures[f"{name}_rt"] = float(values.sum() / (len(values) * bwe.hop_samples / RATE))
-        figures[f"{name}_p99_ms"] = 1e3 * float(np.percentile(values, 99))
-        figures[f"{name}_hop_ms"] = 1e3 * bwe.hop_samples / RATE
-        figures[f"{name}_latency_ms"] = bwe.latency_ms
+    for name in extenders:
+        measured = streams.figures(name, 20)
+        for key in ("rt", "p99_ms", "hop_ms", "latency_ms"):
+            figures[f"{name}_{key}"] = measured[key]
     record(**figures)
 
 

@@ -102,6 +102,46 @@ def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 
         latency_ms=bwe.latency_ms, calls=calls)
 
 
+class InterleavedStreams:
+    """Several extenders streaming side by side, one hop-sized block of noise at -20 dBFS each
+    per round (:meth:`one_round`), so a moving machine load spreads over all of them alike.
+
+    ``extenders``: name -> BandwidthExtender; ``channels``: (channels, hop) blocks; 16 blocks
+    per extender, drawn with ``seed``."""
+
+    def __init__(self, extenders: dict[str, BandwidthExtender], channels: int,
+                 sample_rate: int, seed: int):
+        self.extenders, self.sample_rate = extenders, sample_rate
+        rng = np.random.default_rng(seed)
+        self.feeds = {name: [np.ascontiguousarray(
+            0.1 * rng.standard_normal((channels, bwe.hop_samples)), dtype=np.float32)
+            for _ in range(16)] for name, bwe in extenders.items()}
+        for bwe in extenders.values():
+            bwe.prepare(channels, bwe.hop_samples)
+        self.times: dict[str, list[float]] = {name: [] for name in extenders}
+        self.step = 0
+
+    def one_round(self) -> None:
+        for name, bwe in self.extenders.items():
+            block = self.feeds[name][self.step % 16]
+            begun = time.perf_counter()
+            bwe.process(block, self.sample_rate, reset=False)
+            self.times[name].append(time.perf_counter() - begun)
+        self.step += 1
+
+    def figures(self, name: str, skip_rounds: int) -> dict[str, float]:
+        """One extender's calls after ``skip_rounds``: RT factor, p50 / p99 / max ms per
+        call, the hop and the latency in ms."""
+        bwe = self.extenders[name]
+        values = np.asarray(self.times[name][skip_rounds:])
+        return {"rt": float(values.sum() / (len(values) * bwe.hop_samples / self.sample_rate)),
+                "p50_ms": 1e3 * float(np.percentile(values, 50)),
+                "p99_ms": 1e3 * float(np.percentile(values, 99)),
+                "max_ms": 1e3 * float(values.max()),
+                "hop_ms": 1e3 * bwe.hop_samples / self.sample_rate,
+                "latency_ms": bwe.latency_ms}
+
+
 def _hot_path(impl, block, inbuf, frames, acc, weight_sum, outbuf, result, window, hop):
     """The kernel calls of one streaming process() call (see rtbwe.streaming)."""
     num_frames, _, _ = impl.ingest_and_frame(block, inbuf, window.shape[0] - hop, hop, frames)
