@@ -88,17 +88,20 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
 
 def overlap_add_share(added: np.ndarray, window: np.ndarray, hop_samples: int,
                       num_samples: int) -> np.ndarray:
-    """(frames, window) per-window bands -> (num_samples,) their contribution to the output,
-    with the processor's geometry (frame k starts at k * hop - (window - hop); weighted by
-    ``window``, divided by the summed weights of all frames)."""
+    """(frames, window) per-window bands -> (num_samples,) their contribution to the output:
+    the processor's own overlap-add and normalisation kernels and geometry
+    (:func:`rtbwe.streaming.process_offline`; frame k starts at k * hop - (window - hop))."""
+    from rtbwe import kernels
+
     frames, window_samples = added.shape
     padded = (frames - 1) * hop_samples + window_samples
-    acc, weights = np.zeros(padded), np.zeros(padded)
-    for k in range(frames):
-        acc[k * hop_samples:k * hop_samples + window_samples] += window * added[k]
-        weights[k * hop_samples:k * hop_samples + window_samples] += window
-    context = window_samples - hop_samples
-    return acc[context:context + num_samples] / weights[context:context + num_samples]
+    acc = np.zeros((1, padded), np.float32)
+    weight_sum = np.zeros(padded, np.float32)
+    kernels.overlap_add(np.ascontiguousarray(added, np.float32), frames,
+                        window.astype(np.float32), hop_samples, acc, weight_sum, 0)
+    out = np.empty((1, num_samples), np.float32)
+    kernels.normalise(acc, weight_sum, window_samples - hop_samples, num_samples, out, 0)
+    return out[0].astype(np.float64)
 
 
 def _components(c: Capture, lock: DetectedBandLock, window: np.ndarray,
