@@ -217,15 +217,44 @@ class JackLoop:
             client.close()
 
 
-def control_xruns(server_name: str, seconds: float) -> int:
-    """JACK xruns while a :class:`JackLoop` plays ``seconds`` straight into its own sink, with
-    no rtbwe in the graph: what the machine's load alone costs right now."""
+def control_xruns(server_name: str, seconds: float, block_frames: int | None = None) -> int:
+    """Xruns while the same test clients run with no rtbwe in the graph: what the machine's
+    load and the test's own Python JACK clients cost right now.
+
+    With ``block_frames`` the :class:`JackLoop` plays ``seconds`` through a bare PortAudio
+    duplex stream whose Python callback copies input to output at that block size: rtbwe's
+    live path without its worker, session or model. Returns its JACK xruns plus the
+    PortAudio status flags its callback saw. (Measured on the 2-core VM at load 2, 5 runs each
+    interleaved: this passthrough was spoilt in 4 of 5 runs, as rtbwe's identity model was,
+    while the loop alone, without PortAudio, counted no xruns; so a control without PortAudio
+    blamed rtbwe for the harness's own xruns.) Without ``block_frames`` (or sounddevice) the
+    loop plays straight into its own sink."""
+    sd = None
+    if block_frames is not None:
+        try:
+            import sounddevice as sd
+        except (ImportError, OSError):
+            sd = None
     loop = JackLoop(np.zeros(int(seconds * SAMPLE_RATE), np.float32), 0, server_name)
+    flags = []
+
+    def passthrough(indata, outdata, frames, time_info, status):
+        if status:
+            flags.append(status)
+        outdata[:] = indata
+
     try:
-        loop.src.connect(loop.out_port, loop.in_port)
-        loop._armed = True
-        loop.wait_done(seconds + 5.0)
-        return loop.xruns_while_recording()
+        if sd is None:
+            loop.src.connect(loop.out_port, loop.in_port)
+            loop._armed = True
+            loop.wait_done(seconds + 5.0)
+            return loop.xruns_while_recording()
+        with sd.Stream(device=("system", "system"), samplerate=SAMPLE_RATE,
+                       blocksize=block_frames, channels=1, dtype="float32", latency="low",
+                       callback=passthrough):
+            loop.connect(*portaudio_ports(server_name))
+            loop.wait_done(seconds + 5.0)
+        return loop.xruns_while_recording() + len(flags)
     finally:
         loop.close()
 

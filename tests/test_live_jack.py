@@ -73,15 +73,17 @@ MAX_OTHER_CORES = 0.5  # other processes using more than this during a run: too 
 
 def skip_or_fail(troubles: list[str], server_name: str, seconds: float,
                  controls: list[int], other_cores: list[float | None],
-                 strict: bool = True) -> None:
+                 strict: bool = True, block_frames: int | None = None) -> None:
     """After ATTEMPTS spoilt runs: skip, with the measurements, when other processes used more
     than MAX_OTHER_CORES during every run (the xruns are the load's) or a control run with no
-    rtbwe in the graph also had xruns; otherwise fail. ``strict=False`` always skips (for a
+    rtbwe in the graph also had xruns (with ``block_frames``: the same JACK clients through a
+    bare PortAudio passthrough at that block, see ``jack_fixtures.control_xruns``); otherwise
+    fail. ``strict=False`` always skips (for a
     test about something else than xruns, which needs one clean run to compare samples)."""
-    controls.append(control_xruns(server_name, seconds))
+    controls.append(control_xruns(server_name, seconds, block_frames))
     busy = [c for c in other_cores if c is not None]
     report = (f"{'; '.join(troubles)}; other processes used {', '.join(f'{c:.2f}' for c in busy)}"
-              f" cores during the runs; control runs with no rtbwe client: {controls} JACK "
+              f" cores during the runs; control runs with no rtbwe client: {controls} "
               f"xruns; load average {load_average()}")
     if any(controls) or (busy and min(busy) > MAX_OTHER_CORES):
         pytest.skip(f"this machine did not keep real time in {ATTEMPTS} runs: {report}")
@@ -110,8 +112,9 @@ def test_identity_model_exact_delay_zero_xruns_over_5_s(jack_server_generous):
             np.testing.assert_array_equal(loop.recorded[:total], 0.0)
             return
         troubles.append(spoilt)
-        controls.append(control_xruns(server.name, x.size / SR))
-    skip_or_fail(troubles, server.name, x.size / SR, controls, others)
+        controls.append(control_xruns(server.name, x.size / SR, server.period_frames))
+    skip_or_fail(troubles, server.name, x.size / SR, controls, others,
+                 block_frames=server.period_frames)
 
 
 def test_identity_model_exact_delay_at_256_frames(jack_server):
@@ -135,7 +138,7 @@ def test_identity_model_exact_delay_at_256_frames(jack_server):
             np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
             return
         troubles.append(spoilt)
-    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others)
+    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others, block_frames=256)
 
 
 def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
