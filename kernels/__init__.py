@@ -1,7 +1,8 @@
-"""Framing and weighted overlap-add kernels for the streaming processor (``rtbwe.kernels``).
+"""Framing, weighted overlap-add and spectrum-tracker kernels for the streaming processor
+(``rtbwe.kernels``).
 
-Numba (``cache=True``) kernels in :mod:`.framing` and :mod:`.overlap`, each with a plain
-NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts so the first
+Numba (``cache=True``) kernels in :mod:`.framing`, :mod:`.overlap` and :mod:`.spectrum`, each
+with a plain NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts so the first
 block does not pay for compilation or cache loading.
 """
 from __future__ import annotations
@@ -11,10 +12,12 @@ import numpy as np
 from .framing import (copy_sanitised, frame_signal, ingest_and_frame, pop_front,
                       replace_nonfinite, shift_left)
 from .overlap import accumulate_and_emit, normalise, overlap_add, shift_accumulator
+from .spectrum import accumulate_power, pooled_condition, window_contrast, window_for_fft
 
 __all__ = ["frame_signal", "copy_sanitised", "replace_nonfinite", "shift_left", "overlap_add",
            "normalise", "shift_accumulator", "ingest_and_frame", "accumulate_and_emit",
-           "pop_front", "synthesis_window", "warm_up"]
+           "pop_front", "window_for_fft", "accumulate_power", "window_contrast",
+           "pooled_condition", "synthesis_window", "warm_up"]
 
 _warm = False
 
@@ -57,4 +60,25 @@ def warm_up() -> None:
     weight_sum[:] = 0.0
     accumulate_and_emit(frames, 2, window, 4, acc, weight_sum, 1, signal, 0)
     pop_front(signal, 16, np.zeros((2, 3), np.float32))
+    _warm_spectrum()
     _warm = True
+
+
+def _warm_spectrum() -> None:
+    """The tracker's kernels at the types :class:`rtbwe.conditioning.SpectrumTracker` passes:
+    float32 frames, float64 state and outputs, complex128 spectra, read-only band geometry,
+    float32 conditions."""
+    rows, bins, bands = 2, 5, 3
+    windowed = np.zeros((rows, 8), np.float64)
+    window_for_fft(np.zeros((rows, 8), np.float32), rows, np.ones(8), 8.0, windowed)
+    power, averaged = np.zeros((rows, bins)), np.zeros((rows, bins))
+    accumulate_power(np.zeros((rows, bins), np.complex128), 1, rows, 0.5, np.zeros((1, bins)),
+                     np.zeros(1), power, averaged)
+    row_values = np.full(rows, 1.0)
+    window_contrast(power, rows, row_values, row_values, 1.0, 2.0, 1.1, np.zeros(rows),
+                    np.zeros(rows))
+    band_of_bin, reference_bands = np.array([-1, 0, 1, 2, 2]), np.array([True, True, False])
+    for geometry in (band_of_bin, reference_bands):  # the tracker's are cached, read-only
+        geometry.flags.writeable = False
+    pooled_condition(averaged, rows, band_of_bin, reference_bands, row_values, 2.0, -90.0, 20.0,
+                     30.0, np.zeros(bands), np.zeros((rows, bands + 1), np.float32))

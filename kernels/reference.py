@@ -1,7 +1,7 @@
 """Plain NumPy twins of the Numba kernels, with the same signatures and semantics.
 
-They are the specification the tests compare :mod:`framing` and :mod:`overlap` against,
-and the baseline the kernel benchmarks measure the speed-up over. Not used in the hot path.
+They are the specification the tests compare :mod:`framing`, :mod:`overlap` and
+:mod:`spectrum` against, and the baseline the kernel benchmarks measure the speed-up over. Not used in the hot path.
 """
 from __future__ import annotations
 
@@ -115,3 +115,54 @@ def accumulate_and_emit(frames: np.ndarray, num_frames: int, window: np.ndarray,
     normalise(acc, weight_sum, skip, consumed - skip, out, out_fill)
     shift_accumulator(acc, weight_sum, consumed, window.shape[0] - hop_samples)
     return out_fill + consumed - skip, replaced
+
+
+# ---- the spectrum tracker's kernels (kernels/spectrum.py), as the tracker did them in NumPy
+def window_for_fft(frames: np.ndarray, rows: int, hann: np.ndarray, max_sample: float,
+                   out: np.ndarray) -> None:
+    out[:rows] = np.clip(frames[:rows], -max_sample, max_sample) * hann
+
+
+def accumulate_power(spectrum: np.ndarray, channels: int, num_frames: int, decay: float,
+                     sums: np.ndarray, weights: np.ndarray, power: np.ndarray,
+                     averaged: np.ndarray) -> None:
+    rows = channels * num_frames
+    power[:rows] = spectrum[:rows].real ** 2 + spectrum[:rows].imag ** 2
+    by_frame = power[:rows].reshape(channels, num_frames, -1)
+    mean = averaged[:rows].reshape(channels, num_frames, -1)
+    for f in range(num_frames):
+        sums *= decay
+        sums += by_frame[:, f]
+        weights[:] = weights * decay + 1.0
+        mean[:, f] = sums / weights[:, None]
+
+
+def window_contrast(power: np.ndarray, rows: int, cutoff_hz: np.ndarray,
+                    reference_db: np.ndarray, bin_hz: float, nyquist_hz: float, guard: float,
+                    excess_db: np.ndarray, below_power: np.ndarray) -> None:
+    bins = power.shape[1]
+    cutoff = cutoff_hz[:rows]
+    k = np.clip(np.round(cutoff / bin_hz).astype(np.int64), 2, bins - 1)
+    k_above = np.minimum(np.ceil(k * guard).astype(np.int64), bins - 1)
+    above = np.array([power[r, k_above[r] + 1:].sum() for r in range(rows)])
+    below = np.array([power[r, k[r] // 2:k[r]].sum() for r in range(rows)])
+    ratio_db = 10.0 * np.log10((above + 1e-30) / (below + 1e-30))
+    full = cutoff >= nyquist_hz
+    ratio_db[full], below[full] = 0.0, 0.0
+    excess_db[:rows] = ratio_db - reference_db[:rows]
+    below_power[:rows] = below
+
+
+def pooled_condition(averaged: np.ndarray, rows: int, band_of_bin: np.ndarray,
+                     reference_bands: np.ndarray, cutoff_hz: np.ndarray, nyquist_hz: float,
+                     floor_db: float, ceiling_db: float, scale_db: float,
+                     band_power: np.ndarray, out: np.ndarray) -> None:
+    bands = reference_bands.shape[0]
+    pooling = (band_of_bin[:, None] == np.arange(bands)[None, :]).astype(np.float64)
+    pooled = averaged[:rows] @ pooling
+    reference = pooled[:, reference_bands].mean(axis=-1, keepdims=True)
+    ratio = (pooled + 1e-9 * reference + 1e-30) / (reference + 1e-30)
+    db = np.clip(10.0 * np.log10(ratio), floor_db, ceiling_db)
+    out[:rows, :bands] = (db / scale_db).astype(np.float32)
+    if out.shape[1] > bands:
+        out[:rows, bands] = cutoff_hz[:rows] / nyquist_hz

@@ -107,15 +107,26 @@ class InterleavedStreams:
     per round (:meth:`one_round`), so a moving machine load spreads over all of them alike.
 
     ``extenders``: name -> BandwidthExtender; ``channels``: (channels, hop) blocks; 16 blocks
-    per extender, drawn with ``seed``."""
+    per extender, drawn with ``seed``, repeated. ``lowpass_hz``: the noise holds nothing above
+    this frequency (zeroed rfft bins of the 16 blocks as one periodic signal, so the repeats
+    join without a click and the detected-band lock works on every window); None: full band,
+    which the lock passes through."""
 
     def __init__(self, extenders: dict[str, BandwidthExtender], channels: int,
-                 sample_rate: int, seed: int):
+                 sample_rate: int, seed: int, lowpass_hz: float | None = None):
         self.extenders, self.sample_rate = extenders, sample_rate
         rng = np.random.default_rng(seed)
-        self.feeds = {name: [np.ascontiguousarray(
-            0.1 * rng.standard_normal((channels, bwe.hop_samples)), dtype=np.float32)
-            for _ in range(16)] for name, bwe in extenders.items()}
+        self.feeds = {}
+        for name, bwe in extenders.items():
+            hop = bwe.hop_samples
+            blocks = [0.1 * rng.standard_normal((channels, hop)) for _ in range(16)]
+            if lowpass_hz is not None:
+                spectrum = np.fft.rfft(np.concatenate(blocks, axis=1), axis=-1)
+                spectrum[:, np.fft.rfftfreq(16 * hop, 1.0 / sample_rate) >= lowpass_hz] = 0.0
+                joined = np.fft.irfft(spectrum, 16 * hop, axis=-1)
+                joined *= 0.1 / np.sqrt(np.mean(joined ** 2))
+                blocks = np.split(joined, 16, axis=1)
+            self.feeds[name] = [np.ascontiguousarray(b, dtype=np.float32) for b in blocks]
         for bwe in extenders.values():
             bwe.prepare(channels, bwe.hop_samples)
         self.times: dict[str, list[float]] = {name: [] for name in extenders}

@@ -33,6 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import kernels
+
 BAND_LOW_HZ = 1000.0
 BAND_HIGH_HZ = 11000.0
 BAND_WIDTH_HZ = 250.0
@@ -220,6 +222,27 @@ def conditions_from_power(power: np.ndarray, cutoff_hz: np.ndarray, bands: int,
     return out
 
 
+@lru_cache(maxsize=16)
+def condition_geometry(sample_rate: int, window_samples: int, bands: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Layout ``bands`` (40 or 48) as the pooling kernel takes it: each rfft bin's band
+    (window_samples // 2 + 1,) int64 (-1: in no band) and the reference-band mask (bands
+    without the cutoff value,) bool (read-only, cached)."""
+    bins = window_samples // 2 + 1
+    if bands == NUM_BANDS:
+        first, last, band = band_bins(sample_rate, window_samples)
+        band_of_bin = np.full(bins, -1, np.int64)
+        band_of_bin[first:last] = band
+        reference = REFERENCE_BANDS.copy()
+    else:
+        check_layout(bands)
+        pooling, reference = _wide_pooling(sample_rate, window_samples)
+        band_of_bin = np.where(pooling.any(axis=1), pooling.argmax(axis=1), -1).astype(np.int64)
+    for array in (band_of_bin, reference):
+        array.flags.writeable = False
+    return band_of_bin, reference
+
+
 class SpectrumTracker:
     """Causal long-term power spectrum per channel; :meth:`update` gives each frame's
     condition (for a conditioned model) and the input's bandwidth (:mod:`rtbwe.bandwidth`).
@@ -232,7 +255,12 @@ class SpectrumTracker:
 
     ``bandwidth_hz`` (channels,) is the latest estimate per channel: NaN until
     ``MIN_HISTORY_S`` of audio has been seen or while the input is silent, the Nyquist
-    frequency for a full-band input.
+    frequency for a full-band input; ``widest_hz`` the largest of them, None while none is
+    known.
+
+    The per-frame work runs in the Numba kernels of :mod:`rtbwe.kernels.spectrum` on buffers
+    kept between calls (the rfft and the bandwidth detection stay NumPy); the detection runs
+    only on every DETECT_EVERY_FRAMES-th frame.
     """
 
     def __init__(self, channels: int, sample_rate: int, window_samples: int, hop_samples: int,
@@ -244,11 +272,31 @@ class SpectrumTracker:
         self.window_samples, self.condition_bands = window_samples, condition_bands
         self.decay = decay_per_frame(sample_rate, hop_samples, time_constant_s)
         self.min_frames = min_history_frames(sample_rate, hop_samples)
-        self.sums = np.zeros((channels, window_samples // 2 + 1), np.float64)
+        bins = window_samples // 2 + 1
+        self.sums = np.zeros((channels, bins), np.float64)
         self.weights = np.zeros(channels, np.float64)
         self.frames_seen = 0
         self.bandwidth_hz = np.full(channels, np.nan)
         self.reference_db = np.zeros(channels)  # band_ratio_db of the latest detection
+        self.widest_hz: float | None = None
+        self.nyquist_hz = sample_rate / 2.0
+        self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
+        self._hann = _hann(window_samples)
+        self._geometry = (condition_geometry(sample_rate, window_samples, condition_bands)
+                          if condition_bands else None)
+        self.kernels = kernels  # rtbwe.kernels; tests swap in rtbwe.kernels.reference
+        self._band_power = np.zeros(0 if self._geometry is None else len(self._geometry[1]))
+        self._reserve(channels)
+
+    def _reserve(self, rows: int) -> None:
+        """Scratch for ``rows`` windows: (rows, window) float64 windowed frames, (rows, bins)
+        complex128 spectra, float64 powers and averages, (rows,) cutoffs and references."""
+        bins = self.window_samples // 2 + 1
+        self._windowed = np.zeros((rows, self.window_samples))
+        self._spectrum = np.zeros((rows, bins), np.complex128)
+        self._power, self._averaged = np.zeros((rows, bins)), np.zeros((rows, bins))
+        self._row_cutoff_hz, self._row_reference_db = np.zeros(rows), np.zeros(rows)
+        self._excess_db, self._below_power = np.zeros(rows), np.zeros(rows)
 
     def clear(self) -> None:
         self.sums.fill(0.0)
@@ -256,6 +304,15 @@ class SpectrumTracker:
         self.frames_seen = 0
         self.bandwidth_hz.fill(np.nan)
         self.reference_db.fill(0.0)
+        self.widest_hz = None
+        self._cutoff_hz.fill(self.nyquist_hz)
+
+    def _due_frames(self, num_frames: int) -> list[int]:
+        """Which of the next ``num_frames`` frames (0-based) re-detect the bandwidth: those
+        after which ``frames_seen`` is ``min_frames + j * DETECT_EVERY_FRAMES``."""
+        first = max(self.frames_seen + 1, self.min_frames)
+        first += -(first - self.min_frames) % DETECT_EVERY_FRAMES
+        return list(range(first - self.frames_seen - 1, num_frames, DETECT_EVERY_FRAMES))
 
     def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray | None,
                cutoffs_hz: np.ndarray | None = None,
@@ -267,53 +324,67 @@ class SpectrumTracker:
         and ``contrast``: two (channels * num_frames,) float64 arrays that receive each
         window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
         detection that set its cutoff, dB) and its power in the octave below the cutoff."""
-        from .bandwidth import detect_bandwidth_hz, extension_cutoff_hz
-
         rows = self.channels * num_frames
-        # a glitch far over full scale must not own the average for minutes
-        clipped = np.clip(frames[:rows], -MAX_SAMPLE, MAX_SAMPLE)
-        power = full_bin_power(clipped).reshape(self.channels, num_frames, -1)
-        averaged = np.empty_like(power)
-        due = np.zeros(num_frames, bool)  # frames whose bandwidth is (re)detected
-        for f in range(num_frames):
-            self.sums *= self.decay
-            self.sums += power[:, f]
-            self.weights = self.weights * self.decay + 1.0
-            averaged[:, f] = self.sums / self.weights[:, None]
-            self.frames_seen += 1
-            due[f] = (self.frames_seen >= self.min_frames
-                      and (self.frames_seen - self.min_frames) % DETECT_EVERY_FRAMES == 0)
-        averaged = averaged.reshape(rows, -1)
+        if rows == 0:
+            return
+        if rows > self._windowed.shape[0]:
+            self._reserve(rows)
+        # a glitch far over full scale must not own the average for minutes (MAX_SAMPLE)
+        impl, windowed = self.kernels, self._windowed[:rows]
+        impl.window_for_fft(frames, rows, self._hann, MAX_SAMPLE, windowed)
+        spectrum = np.fft.rfft(windowed, axis=-1, out=self._spectrum[:rows])
+        power, averaged = self._power, self._averaged
+        impl.accumulate_power(spectrum, self.channels, num_frames, self.decay, self.sums,
+                              self.weights, power, averaged)
         # a 4 s average moves slowly: detect every DETECT_EVERY_FRAMES frames (at the same
         # stream positions in streaming and offline) and hold the value in between
-        bandwidth = np.empty((self.channels, num_frames))
-        reference_db = np.empty((self.channels, num_frames))
-        found = found_db = np.empty((self.channels, 0))
-        if due.any():
-            at_due = averaged.reshape(self.channels, num_frames, -1)[:, due].reshape(
-                -1, averaged.shape[1])
-            found = detect_bandwidth_hz(at_due, self.sample_rate, self.window_samples)
-            found_db = band_ratio_db(at_due, extension_cutoff_hz(found, self.sample_rate),
-                                     self.sample_rate, self.window_samples)[0]
-            found, found_db = found.reshape(self.channels, -1), found_db.reshape(self.channels, -1)
-        index = np.cumsum(due) - 1  # the latest detection at or before each frame
-        for f in range(num_frames):
-            latest = index[f] >= 0
-            bandwidth[:, f] = found[:, index[f]] if latest else self.bandwidth_hz
-            reference_db[:, f] = found_db[:, index[f]] if latest else self.reference_db
-        self.bandwidth_hz = bandwidth[:, -1].copy()
-        self.reference_db = reference_db[:, -1].copy()
-        cutoff = extension_cutoff_hz(bandwidth.reshape(rows), self.sample_rate)
+        due = self._due_frames(num_frames)
+        self.frames_seen += num_frames
+        cutoff, reference_db = self._row_cutoff_hz[:rows], self._row_reference_db[:rows]
+        if due:
+            self._detect(averaged[:rows], num_frames, due, cutoff, reference_db)
+        else:
+            cutoff.reshape(self.channels, num_frames)[:] = self._cutoff_hz[:, None]
+            reference_db.reshape(self.channels, num_frames)[:] = self.reference_db[:, None]
         if cutoffs_hz is not None:
             cutoffs_hz[:rows] = cutoff
         if contrast is not None:
-            ratio_db, below = band_ratio_db(power.reshape(rows, -1), cutoff, self.sample_rate,
-                                            self.window_samples)
-            contrast[0][:rows] = ratio_db - reference_db.reshape(rows)
-            contrast[1][:rows] = below
+            impl.window_contrast(power, rows, cutoff, reference_db,
+                                 self.sample_rate / self.window_samples, self.nyquist_hz,
+                                 CONTRAST_GUARD, self._excess_db, self._below_power)
+            contrast[0][:rows] = self._excess_db[:rows]
+            contrast[1][:rows] = self._below_power[:rows]
         if out is not None and self.condition_bands:
-            out[:rows] = conditions_from_power(averaged, cutoff, self.condition_bands,
-                                               self.sample_rate, self.window_samples)
+            band_of_bin, reference_bands = self._geometry
+            impl.pooled_condition(averaged, rows, band_of_bin, reference_bands, cutoff,
+                                  self.nyquist_hz, FLOOR_DB, CEILING_DB, SCALE_DB,
+                                  self._band_power, out)
+
+    def _detect(self, averaged: np.ndarray, num_frames: int, due: list[int],
+                cutoff: np.ndarray, reference_db: np.ndarray) -> None:
+        """Bandwidth detection at the ``due`` frames of this call; fills each row's cutoff
+        and reference (rows, channel-major) and updates the held per-channel values."""
+        from .bandwidth import detect_bandwidth_hz, extension_cutoff_hz
+
+        channels = self.channels
+        at_due = averaged.reshape(channels, num_frames, -1)[:, due].reshape(
+            -1, averaged.shape[1])
+        found = detect_bandwidth_hz(at_due, self.sample_rate, self.window_samples)
+        found_db = band_ratio_db(at_due, extension_cutoff_hz(found, self.sample_rate),
+                                 self.sample_rate, self.window_samples)[0]
+        found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
+        bandwidth = np.empty((channels, num_frames))
+        held_db = reference_db.reshape(channels, num_frames)
+        latest = np.searchsorted(due, np.arange(num_frames), side="right") - 1
+        for f in range(num_frames):  # the latest detection at or before each frame
+            bandwidth[:, f] = found[:, latest[f]] if latest[f] >= 0 else self.bandwidth_hz
+            held_db[:, f] = found_db[:, latest[f]] if latest[f] >= 0 else self.reference_db
+        self.bandwidth_hz = bandwidth[:, -1].copy()
+        self.reference_db = held_db[:, -1].copy()
+        self._cutoff_hz = extension_cutoff_hz(self.bandwidth_hz, self.sample_rate)
+        widest = np.nanmax(self.bandwidth_hz, initial=-1.0)
+        self.widest_hz = float(widest) if widest > 0 else None
+        cutoff[:] = extension_cutoff_hz(bandwidth.reshape(-1), self.sample_rate)
 
 
 def signal_bin_power(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,

@@ -109,8 +109,7 @@ class WindowPath:
         rows = self.tracker.channels * num_frames
         self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz,
                             self.contrast)
-        widest = np.nanmax(self.tracker.bandwidth_hz, initial=-1.0)
-        stats.input_bandwidth_hz = float(widest) if widest > 0 else None
+        stats.input_bandwidth_hz = self.tracker.widest_hz
         if self.lock is not None:
             self.inputs[:rows] = frames[:rows]
         run_batch(self.engine, frames, rows, stats, self.conditions)

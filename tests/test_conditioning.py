@@ -50,6 +50,58 @@ def test_tracker_is_the_decayed_mean_of_frame_powers():
     np.testing.assert_allclose(out[0], conditioning.to_condition(power[0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("bands", [0, conditioning.NUM_BANDS, conditioning.WIDE_BANDS])
+def test_tracker_kernels_equal_the_numpy_path_and_the_public_functions(bands):
+    """The tracker's Numba kernels against their NumPy twins (rtbwe.kernels.reference) over a
+    stereo stream with bandwidth detections, in uneven groups of frames; and its condition and
+    contrast against conditions_from_power / band_ratio_db (what training and the lock's docs
+    use) on the same long-term and per-window powers."""
+    from rtbwe.kernels import reference
+
+    hop = 768
+    x = np.stack([filters.lowpass(_music(2.5, seed=1), SR, 7000, "cheby1", 8),
+                  filters.lowpass(_music(2.5, seed=2), SR, 11000, "butter", 8)])
+    x[1, SR // 2:SR // 2 + 2000] *= 200.0  # far over the clip level for a while
+    frames = np.stack([np.lib.stride_tricks.sliding_window_view(c, W)[::hop] for c in x])
+    fast = conditioning.SpectrumTracker(2, SR, W, hop, bands)
+    slow = conditioning.SpectrumTracker(2, SR, W, hop, bands)
+    slow.kernels = reference
+    rng = np.random.default_rng(0)
+    start, detections, checked = 0, 0, 0
+    while start < frames.shape[1]:
+        count = min(int(rng.integers(1, 11)), frames.shape[1] - start)
+        batch = np.ascontiguousarray(frames[:, start:start + count].reshape(2 * count, W))
+        results = []
+        for tracker in (fast, slow):
+            out = np.zeros((2 * count, bands), np.float32) if bands else None
+            cutoffs, contrast = np.zeros(2 * count), (np.zeros(2 * count), np.zeros(2 * count))
+            tracker.update(batch, count, out, cutoffs, contrast)
+            results.append((out, cutoffs, contrast))
+        (out, cutoffs, contrast), (out_ref, cutoffs_ref, contrast_ref) = results
+        np.testing.assert_array_equal(fast.sums, slow.sums)
+        np.testing.assert_array_equal(fast.bandwidth_hz, slow.bandwidth_hz)
+        np.testing.assert_array_equal(cutoffs, cutoffs_ref)
+        np.testing.assert_allclose(contrast[0], contrast_ref[0], atol=1e-9)
+        np.testing.assert_allclose(contrast[1], contrast_ref[1], rtol=1e-12)
+        last = [count - 1, 2 * count - 1]  # each channel's last frame: its average is sums / w
+        if bands:
+            np.testing.assert_allclose(out, out_ref, atol=1e-6)
+            expected = conditioning.conditions_from_power(
+                fast.sums / fast.weights[:, None], cutoffs[last], bands, SR, W)
+            np.testing.assert_allclose(out[last], expected, atol=1e-6)
+        power = conditioning.full_bin_power(np.clip(batch, -8, 8))
+        ratio_db, below = conditioning.band_ratio_db(power, cutoffs, SR, W)
+        reference_db = np.repeat(fast.reference_db, count)
+        if conditioning.last_detection_frame(start + count, SR, hop) <= start:  # none in here
+            np.testing.assert_allclose(contrast[0], ratio_db - reference_db, atol=1e-9)
+            checked += 1
+        np.testing.assert_allclose(contrast[1], below, rtol=1e-12)
+        detections += fast.frames_seen >= fast.min_frames
+        start += count
+    assert detections and checked and fast.widest_hz == pytest.approx(fast.bandwidth_hz.max())
+    assert abs(fast.bandwidth_hz[0] / 7000 - 1) < 0.1  # (the clipped glitch widens channel 1)
+
+
 def test_condition_ignores_level_and_silence_is_zero():
     x = _music(1.0)
     a = conditioning.clip_condition(x, SR)

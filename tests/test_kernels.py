@@ -235,3 +235,122 @@ def test_streaming_kernels_allocate_nothing_inside():
     assert done.returncode == 0, done.stderr
     array_arguments_per_call = 3 + 5 + 2  # ingest_and_frame, accumulate_and_emit, pop_front
     assert int(done.stdout.split()[-1]) == 100 * array_arguments_per_call
+
+
+# ---- the spectrum tracker's kernels (kernels/spectrum.py) --------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.sampled_from([16, 64, 448, 1024]),
+       st.integers(0, 2**31 - 1))
+def test_spectrum_kernels_match_reference(channels, num_frames, window, seed):
+    """window_for_fft -> rfft -> accumulate_power -> window_contrast / pooled_condition, Numba
+    vs NumPy, with samples over the clip level and state carried over two calls."""
+    rng = np.random.default_rng(seed)
+    rows, bins = channels * num_frames, window // 2 + 1
+    hann = np.hanning(window)
+    state = [dict(sums=rng.random((channels, bins)), weights=rng.random(channels) * 3)
+             for _ in range(2)]
+    state[1] = {k: v.copy() for k, v in state[0].items()}
+    band_of_bin = rng.integers(-1, 6, bins)
+    band_of_bin[:6] = np.arange(6)  # every band has a bin
+    reference_bands = np.array([False, True, True, False, True, False])
+    for call in range(2):
+        frames = (3.0 * rng.standard_normal((rows + 1, window))).astype(np.float32)
+        frames[0, :3] = [9.0, -20.0, 8.0]  # clipped to +-8
+        cutoff_hz = rng.uniform(0.0, 30000.0, rows + 1)
+        cutoff_hz[0] = 24000.0  # Nyquist at 48 kHz: no contrast
+        if rows > 1:
+            cutoff_hz[1] = 46.875 * 100.5  # halfway between two bins: rounds to even (100)
+        reference_db = rng.normal(0.0, 5.0, rows + 1)
+        results = []
+        for impl, s in zip((kernels, reference), state):
+            windowed = np.full((rows + 1, window), 5.0)
+            impl.window_for_fft(frames, rows, hann, 8.0, windowed)
+            spectrum = np.fft.rfft(windowed[:rows], axis=-1)
+            power, averaged = np.zeros((rows, bins)), np.zeros((rows, bins))
+            impl.accumulate_power(spectrum, channels, num_frames, 0.9, s["sums"], s["weights"],
+                                  power, averaged)
+            excess, below = np.full(rows + 1, 7.0), np.full(rows + 1, 7.0)
+            impl.window_contrast(power, rows, cutoff_hz, reference_db, 48000 / window,
+                                 24000.0, 1.1, excess, below)
+            condition = np.full((rows + 1, 7), 7.0, np.float32)
+            impl.pooled_condition(averaged, rows, band_of_bin, reference_bands, cutoff_hz,
+                                  24000.0, -90.0, 20.0, 30.0, np.zeros(6), condition)
+            results.append((windowed, power, averaged, excess, below, condition))
+        for fast, slow in zip(*results):
+            np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-6)
+        windowed, power, averaged, excess, below, condition = results[0]
+        assert windowed[rows:].min() == 5.0 and excess[rows] == below[rows] == 7.0  # rows only
+        assert windowed[0, 0] == 8.0 * hann[0] and windowed[0, 1] == -8.0 * hann[1]
+        assert below[0] == 0.0 and excess[0] == -reference_db[0]
+        np.testing.assert_array_equal(state[0]["sums"], state[1]["sums"])  # same state
+        np.testing.assert_array_equal(state[0]["weights"], state[1]["weights"])
+        assert np.all(condition[:rows, -1] == np.float32(cutoff_hz[:rows] / 24000.0))
+
+
+def test_window_contrast_rounds_ties_to_even_like_numpy():
+    """The cutoff's bin k is np.round(cutoff / bin_hz): 100.5 -> 100 and 102.5 -> 102 (ties
+    to even; rounding half up would give 101 and 103 and take bin 100 / 102 into the octave
+    below the cutoff, [k // 2, k))."""
+    power = np.zeros((2, 513))
+    power[:, 60] = 1.0  # below the cutoff either way
+    power[0, 100] = power[1, 102] = 1.0  # inside [k // 2, k) only if k rounded up
+    excess, below = np.zeros(2), np.zeros(2)
+    cutoff = 46.875 * np.array([100.5, 102.5])
+    for impl in (kernels, reference):
+        impl.window_contrast(power, 2, cutoff, np.zeros(2), 46.875, 24000.0, 1.1, excess, below)
+        np.testing.assert_array_equal(below, [1.0, 1.0])
+        np.testing.assert_allclose(excess, [-300.0, -300.0])  # nothing above the cutoff
+
+
+def test_spectrum_kernels_check_their_buffers():
+    with pytest.raises(ValueError, match="window_for_fft"):
+        kernels.window_for_fft(np.zeros((2, 8), np.float32), 3, np.ones(8), 8.0, np.zeros((3, 8)))
+    with pytest.raises(ValueError, match="accumulate_power"):
+        kernels.accumulate_power(np.zeros((2, 5), np.complex128), 1, 3, 0.5, np.zeros((1, 5)),
+                                 np.zeros(1), np.zeros((3, 5)), np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="window_contrast"):
+        kernels.window_contrast(np.zeros((3, 5)), 3, np.zeros(2), np.zeros(3), 1.0, 2.0, 1.1,
+                                np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="pooled_condition"):
+        kernels.pooled_condition(np.zeros((1, 5)), 1, np.zeros(4, np.int64),
+                                 np.ones(2, bool), np.zeros(1), 2.0, -90.0, 20.0, 30.0,
+                                 np.zeros(2), np.zeros((1, 3), np.float32))
+
+
+TRACKER_PROBE = """
+import numpy as np
+from numba.core.runtime import rtsys
+from rtbwe import kernels
+from rtbwe.conditioning import WIDE_BANDS, SpectrumTracker
+from rtbwe.kernels import spectrum
+kernels.warm_up()
+tracker = SpectrumTracker(1, 48000, 1024, 768, WIDE_BANDS)
+tracker.min_frames = 10**9  # no bandwidth detection (NumPy) in the counted calls
+frames = np.random.default_rng(0).standard_normal((1, 1024)).astype(np.float32)
+out, cutoffs = np.zeros((1, WIDE_BANDS), np.float32), np.zeros(1)
+contrast = (np.zeros(1), np.zeros(1))
+tracker.update(frames, 1, out, cutoffs, contrast)
+before = rtsys.get_allocation_stats().alloc
+for _ in range(100):
+    tracker.update(frames, 1, out, cutoffs, contrast)
+print(rtsys.get_allocation_stats().alloc - before)
+print(max(len(getattr(spectrum, name).signatures) for name in
+          ("window_for_fft", "accumulate_power", "window_contrast", "pooled_condition")))
+"""
+
+
+def test_tracker_kernels_allocate_nothing_and_compile_once():
+    """A streaming tracker update: the kernels see the types warm_up compiled (one
+    specialisation each), and allocate nothing beyond the dispatcher's record per array
+    argument (3 + 5 + 5 + 6 in the four calls)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    done = subprocess.run([sys.executable, "-c", TRACKER_PROBE], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    allocations, signatures = (int(v) for v in done.stdout.split()[-2:])
+    assert allocations == 100 * (3 + 5 + 5 + 6)
+    assert signatures == 1
