@@ -370,8 +370,10 @@ class SpectrumTracker:
         at_due = averaged.reshape(channels, num_frames, -1)[:, due].reshape(
             -1, averaged.shape[1])
         found = detect_bandwidth_hz(at_due, self.sample_rate, self.window_samples)
-        found_db = band_ratio_db(at_due, extension_cutoff_hz(found, self.sample_rate),
-                                 self.sample_rate, self.window_samples)[0]
+        found_db, below = np.zeros(len(found)), np.empty(len(found))  # band_ratio_db's ratio
+        self.kernels.window_contrast(at_due, len(found), extension_cutoff_hz(
+            found, self.sample_rate), np.zeros(len(found)), self.sample_rate /
+            self.window_samples, self.nyquist_hz, CONTRAST_GUARD, found_db, below)
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))
         held_db = reference_db.reshape(channels, num_frames)
