@@ -3,6 +3,7 @@ by block in one process (issue 14: the work outside the network).
 
     python benchmarks/bench_hop_before_after.py --before 933c42f
     python benchmarks/bench_hop_before_after.py --before 933c42f --rounds 3000 --json out.json
+    python benchmarks/bench_hop_before_after.py --before 933c42f --busy 2   # + 2 busy loops
 
 For each model (``--models``; default: the shipped default and ``arunet-small-half-wide``),
 two extenders at the default geometry (1024 / 768), backend ``onnx``, 1 thread, mono, host
@@ -17,14 +18,18 @@ alike; the ratio after / before is the figure to read. Two signals, one after th
 
 ``--warmup`` rounds first (the first bandwidth detection comes after 0.5 s, 32 hops), then
 ``--rounds`` timed. Per extender: RT (sum of call times / audio time), p50 / p99 / max ms per
-call; the 1-minute load average before and after each signal.
+call; the 1-minute load average before and after each signal. ``--busy N``: N
+``python -c 'while 1: pass'`` processes run from 15 s before the first signal to the end (as
+``test_modes_load.py``'s ``busy2``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -84,12 +89,23 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default", "arunet-small-half-wide"])
     parser.add_argument("--rounds", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--busy", type=int, default=0, help="busy-loop processes meanwhile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = run(args.before, args.models, args.rounds, args.warmup)
+    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(args.busy)]
+    try:
+        if busy:
+            time.sleep(15.0)  # let the load average rise
+        result = run(args.before, args.models, args.rounds, args.warmup)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    result["busy_loops"] = args.busy
     for signal, block in result["signals"].items():
         low, high = block["load_1min"]
-        print(f"\n{signal}: {args.rounds} rounds, 1-minute load {low:.2f} -> {high:.2f}")
+        print(f"\n{signal}: {args.rounds} rounds, {args.busy} busy loops, 1-minute load "
+              f"{low:.2f} -> {high:.2f}")
         print(f"{'extender':>36s} {'RT':>6s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>7s} "
               f"{'detected Hz':>11s}")
         for name, f in block["figures"].items():
