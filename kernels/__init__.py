@@ -2,8 +2,8 @@
 (``rtbwe.kernels``).
 
 Numba (``cache=True``) kernels in :mod:`.framing`, :mod:`.overlap` and :mod:`.spectrum`, each
-with a plain NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts so the first
-block does not pay for compilation or cache loading.
+with a plain NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts
+so the first block does not pay for compilation or cache loading.
 """
 from __future__ import annotations
 
