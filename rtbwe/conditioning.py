@@ -172,6 +172,29 @@ def _wide_pooling(sample_rate: int, window_samples: int) -> tuple[np.ndarray, np
 CONTRAST_GUARD = 1.1  # "above the cutoff" starts this far above it (past the filter's edge)
 
 
+def octave_rolloff_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_hz: float,
+                      nyquist_hz: float, out: np.ndarray) -> None:
+    """How steeply a spectrum falls just below a cutoff: bin powers (>= rows, bins) and
+    cutoffs (>= rows,) Hz -> ``out[:rows]`` float64 dB, the power in the octave below the
+    cutoff, [k / 2, k), over the power in the octave below that, [k / 4, k / 2) (``k``: the
+    cutoff's bin, rounded as in :func:`band_ratio_db`); 0 for a cutoff at Nyquist.
+
+    Of the long-term spectrum this tells a filter's edge from a natural roll-off: white noise
+    gives +3 dB, pink noise 0, most music -1 to -7 dB (the validation split's clips, median -3
+    dB); a clip that is dark all the way down (its own spectrum falling by 15 dB per octave
+    and more, a muted piano, a distant recording) gives -9 dB and below. Its missing band
+    holds almost nothing, so the lock adds no band there (:class:`rtbwe.passband.
+    DetectedBandLock`'s roll-off gate)."""
+    bins = power.shape[1]
+    for r in range(rows):  # a few rows per hop: slices beat a cumulative sum
+        if cutoff_hz[r] >= nyquist_hz:
+            out[r] = 0.0
+            continue
+        k = int(min(max(np.round(cutoff_hz[r] / bin_hz), 4.0), bins - 1.0))
+        upper, lower = power[r, k // 2:k].sum(), power[r, k // 4:k // 2].sum()
+        out[r] = 10.0 * np.log10((upper + 1e-30) / (lower + 1e-30))
+
+
 def band_ratio_db(power: np.ndarray, cutoff_hz: np.ndarray, sample_rate: int,
                   window_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """How much of a spectrum lies above a cutoff: bin powers (rows, window_samples // 2 + 1)
@@ -316,14 +339,15 @@ class SpectrumTracker:
 
     def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray | None,
                cutoffs_hz: np.ndarray | None = None,
-               contrast: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+               contrast: tuple[np.ndarray, ...] | None = None) -> None:
         """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
         rows in the same order, (channels * num_frames, condition_bands) float32 (None for
         an unconditioned model), ``cutoffs_hz`` (channels * num_frames,) float64: where
         each window's network band starts (:func:`rtbwe.bandwidth.extension_cutoff_hz`),
-        and ``contrast``: two (channels * num_frames,) float64 arrays that receive each
-        window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
-        detection that set its cutoff, dB) and its power in the octave below the cutoff."""
+        and ``contrast``: two or three (channels * num_frames,) float64 arrays that receive
+        each window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
+        detection that set its cutoff, dB), its power in the octave below the cutoff, and
+        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff."""
         rows = self.channels * num_frames
         if rows == 0:
             return
@@ -354,6 +378,9 @@ class SpectrumTracker:
                                  CONTRAST_GUARD, self._excess_db, self._below_power)
             contrast[0][:rows] = self._excess_db[:rows]
             contrast[1][:rows] = self._below_power[:rows]
+            if len(contrast) > 2:
+                octave_rolloff_db(averaged, rows, cutoff, self.sample_rate / self.window_samples,
+                                  self.nyquist_hz, contrast[2])
         if out is not None and self.condition_bands:
             band_of_bin, reference_bands = self._geometry
             impl.pooled_condition(averaged, rows, band_of_bin, reference_bands, cutoff,

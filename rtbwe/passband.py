@@ -136,6 +136,9 @@ def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | N
 
 
 GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain -> no gain
+# long-term octave-to-octave roll-off below the cutoff: full gain -> no gain (seventh session:
+# chosen on the validation captures among (-16, -12) ... (-6, -2), see docs/training.md)
+ROLLOFF_FULL_DB, ROLLOFF_OFF_DB = -5.0, -9.0
 DEFAULT_MAX_ADDED_RATIO = 1.0  # level cap for cards that do not set one (see DetectedBandLock)
 
 
@@ -160,7 +163,11 @@ class DetectedBandLock:
       GATE_OFF_DB, linear in dB between;
     * a level cap: the added band's power is at most ``max_added_ratio`` x the window's
       input power in the octave below the cutoff (None: no cap), so near-silence gets no
-      hiss and a window the network misjudges cannot get more high band than is plausible.
+      hiss and a window the network misjudges cannot get more high band than is plausible;
+    * a roll-off gate (with ``gate``): where the long-term spectrum falls steeply into the
+      cutoff (:func:`rtbwe.conditioning.octave_rolloff_db`, the tracker's third contrast
+      value), the input is dark all the way down and its missing band holds almost nothing:
+      gain 1 down to ROLLOFF_FULL_DB, 0 from ROLLOFF_OFF_DB, linear in dB between.
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
@@ -189,12 +196,16 @@ class DetectedBandLock:
 
     def window_gains(self, cutoff_hz: np.ndarray, added: np.ndarray,
                      excess_db: np.ndarray | None = None,
-                     below_power: np.ndarray | None = None) -> np.ndarray:
+                     below_power: np.ndarray | None = None,
+                     rolloff_db: np.ndarray | None = None) -> np.ndarray:
         """(rows,) gains for rows of :meth:`added_band` (see the class docstring)."""
         gains = self.gains[np.searchsorted(self.gain_edges_hz, cutoff_hz, side="right")]
         if self.gate and excess_db is not None:
             gains = gains * np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB),
                                     0.0, 1.0)
+        if self.gate and rolloff_db is not None:
+            gains = gains * np.clip((rolloff_db - ROLLOFF_OFF_DB)
+                                    / (ROLLOFF_FULL_DB - ROLLOFF_OFF_DB), 0.0, 1.0)
         if self.max_added_ratio is not None and below_power is not None:
             wide = added.astype(np.float64)  # a float32 square overflows on huge glitches
             added_power = (wide * wide) @ self._hann_sq
@@ -203,10 +214,11 @@ class DetectedBandLock:
         return gains
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
-              cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, np.ndarray] | None = None
+              cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None
               ) -> None:
         """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place.
-        ``contrast``: the tracker's (excess_db, below_power) per row, for the gate and cap."""
+        ``contrast``: the tracker's (excess_db, below_power[, rolloff_db]) per row, for the
+        gates and the cap."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.nyquist_hz
         if not extend.all():

@@ -6,8 +6,9 @@ from scipy import signal
 
 from helpers import random_tiny, stream_in_random_blocks
 from rtbwe import BandwidthExtender
-from rtbwe.conditioning import band_ratio_db, full_bin_power
-from rtbwe.passband import GATE_FULL_DB, GATE_OFF_DB, DetectedBandLock
+from rtbwe.conditioning import band_ratio_db, full_bin_power, octave_rolloff_db
+from rtbwe.passband import (GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_FULL_DB, ROLLOFF_OFF_DB,
+                            DetectedBandLock)
 
 SR = 48000
 
@@ -43,6 +44,56 @@ def test_gate_and_cap_scale_each_window():
     np.testing.assert_allclose(gains, [1.0, 0.5, 0.0])
     no_cap = DetectedBandLock(SR, 1024, max_added_ratio=None, gate=False)
     np.testing.assert_allclose(no_cap.window_gains(cutoff, added, excess, np.zeros(4)), 1.0)
+
+
+def _dark_noise(seconds: float, corner_hz: float, seed: int) -> np.ndarray:
+    """Noise falling 18 dB per octave above ``corner_hz`` (three one-pole low-passes), low-passed
+    at 6 kHz: dark all the way down to the filter's edge, like a muted piano."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(int(seconds * SR))
+    pole = np.exp(-2 * np.pi * corner_hz / SR)
+    for _ in range(3):
+        x = signal.lfilter([1 - pole], [1, -pole], x)
+    x = signal.sosfilt(signal.cheby1(8, 0.1, 6000, fs=SR, output="sos"), x)
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_octave_rolloff_db_tells_flat_from_dark_spectra():
+    rng = np.random.default_rng(11)
+    white = full_bin_power(rng.standard_normal((1, 1024)))
+    dark = full_bin_power(_dark_noise(1.0, 500, 12)[None, -1024:])
+    power = np.vstack([white, dark, white])
+    cutoff = np.array([6000.0, 6000.0, SR / 2])
+    out = np.full(3, np.nan)
+    octave_rolloff_db(power, 3, cutoff, SR / 1024, SR / 2, out)
+    assert 1 < out[0] < 5                        # white: twice the bins, +3 dB
+    assert out[1] < ROLLOFF_OFF_DB - 3           # -18 dB per octave: about -15 dB
+    assert out[2] == 0.0                         # Nyquist: nothing to gate
+
+
+def test_rolloff_gate_scales_each_window():
+    lock = DetectedBandLock(SR, 1024, max_added_ratio=None)
+    middle = (ROLLOFF_FULL_DB + ROLLOFF_OFF_DB) / 2
+    rolloff = np.array([3.0, ROLLOFF_FULL_DB, middle, ROLLOFF_OFF_DB, -20.0])
+    gains = lock.window_gains(np.full(5, 6000.0), np.ones((5, 1024)), np.zeros(5),
+                              np.full(5, 1e9), rolloff)
+    np.testing.assert_allclose(gains, [1.0, 1.0, 0.5, 0.0, 0.0])
+    ungated = DetectedBandLock(SR, 1024, max_added_ratio=None, gate=False)
+    np.testing.assert_allclose(ungated.window_gains(np.full(5, 6000.0), np.ones((5, 1024)),
+                                                    np.zeros(5), np.full(5, 1e9), rolloff), 1.0)
+
+
+def test_dark_input_gets_no_band_but_flat_input_does():
+    """A spectrum dark all the way to the cutoff gets no added band (the roll-off gate);
+    low-passed white noise at the same cutoff does."""
+    dark, flat = _dark_noise(3.0, 500, 13), _lowpassed_noise(3.0, 6000, 14)
+    late = slice(2 * SR, 3 * SR)  # after the first detections
+    for x, gated in ((dark, True), (flat, False)):
+        bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+        y = bwe.process(x, SR)
+        assert 5500 < bwe.input_bandwidth_hz < 6500
+        err_db = 10 * np.log10(np.sum((y[late] - x[late]) ** 2) / np.sum(x[late] ** 2))
+        assert (err_db < -100) if gated else (err_db > -60), (gated, err_db)
 
 
 def test_no_hiss_on_digital_silence():

@@ -7,8 +7,9 @@ its training pairs it can add more than it knows. With the detected-band lock
     y = x + sum_k  g_k * f_k * OLA_k(a_k)
 
 where ``a_k`` is window k's high-passed residual, ``OLA_k`` its weighted overlap-add share,
-``f_k`` the lock's safety factors (the gate on content the detection did not see, and the
-level cap ``max_added_ratio``) and ``g_k`` the calibrated gain of the bucket of window k's
+``f_k`` the lock's safety factors (the gate on content the detection did not see, the
+roll-off gate on inputs dark all the way to the cutoff, and the level cap
+``max_added_ratio``) and ``g_k`` the calibrated gain of the bucket of window k's
 cutoff. So one run of the network per (clip, matrix row) is enough (:func:`capture`): the
 per-bucket components ``s_b = sum_{k in b} f_k OLA_k(a_k)`` are rebuilt from the recorded
 windows, and the least-squares gains are the bounded solution of
@@ -55,19 +56,20 @@ class _RecordingLock(DetectedBandLock):
         if extend.any():
             added[extend] = self.added_band(inputs[:rows][extend], outputs[:rows][extend],
                                             cutoff[extend])
-        self.records.append((cutoff, contrast[0][:rows].copy(), contrast[1][:rows].copy(),
-                             added))
+        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added))
         outputs[:rows] = inputs[:rows] + added
 
 
 @dataclass
 class Capture:
     """One degraded mono clip through the network: per window k (frames,) cutoff_hz,
-    excess_db, below_power and (frames, window) added bands; ``error`` = ref - x (samples,)."""
+    excess_db, below_power, rolloff_db and (frames, window) added bands; ``error`` = ref - x
+    (samples,)."""
     row: str
     cutoff_hz: np.ndarray
     excess_db: np.ndarray
     below_power: np.ndarray
+    rolloff_db: np.ndarray
     added: np.ndarray
     error: np.ndarray
 
@@ -81,8 +83,9 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
     finally:
         bwe._band_lock = saved
-    cutoff, excess, below, added = (np.concatenate(part) for part in zip(*recorder.records))
-    return Capture(row, cutoff, excess, below, added,
+    cutoff, excess, below, rolloff, added = (np.concatenate(part)
+                                             for part in zip(*recorder.records))
+    return Capture(row, cutoff, excess, below, rolloff, added,
                    clip.astype(np.float64) - degraded.astype(np.float64))
 
 
@@ -110,7 +113,8 @@ def _components(c: Capture, lock: DetectedBandLock, window: np.ndarray,
     extend = c.cutoff_hz < lock.nyquist_hz
     factor = np.zeros(len(c.cutoff_hz))
     factor[extend] = lock.window_gains(c.cutoff_hz[extend], c.added[extend].astype(np.float64),
-                                       c.excess_db[extend], c.below_power[extend])
+                                       c.excess_db[extend], c.below_power[extend],
+                                       c.rolloff_db[extend])
     bucket = np.minimum(np.searchsorted(GAIN_EDGES_HZ, c.cutoff_hz, side="right"),
                         len(GAIN_EDGES_HZ) - 1)
     out = np.zeros((len(GAIN_EDGES_HZ), c.error.size))
