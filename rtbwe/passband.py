@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy import fft as scipy_fft
 from scipy import signal
 from torch import nn
 
@@ -179,7 +180,10 @@ class DetectedBandLock:
         self.gains = np.array([float(g) for _, g in table] + [1.0])
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
-        self.n_fft = 1 << int(np.ceil(np.log2(window_samples + taps - 1)))
+        # the linear convolution's length, rounded up to a fast FFT size (1,280 for 1024 + 255
+        # taps, not 2,048): 0.94 x apply's time on one row (163 vs 174 us median, interleaved,
+        # load 2.6), outputs within 2.4e-7
+        self.n_fft = scipy_fft.next_fast_len(window_samples + taps - 1, real=True)
         self.nyquist_hz = sample_rate / 2
         # the tracker's bin powers are of Hann-windowed frames: (W / 2) sum (hann * x)^2
         self._hann_sq = (np.hanning(window_samples + 2)[1:-1] ** 2 * (window_samples / 2))
