@@ -177,6 +177,18 @@ def max_added_ratio(value) -> float | None:
     return DEFAULT_MAX_ADDED_RATIO
 
 
+def rolloff_gate_db(value) -> tuple[float, float] | None:
+    """A card's ``rolloff_gate_db`` (the detected-band lock's optional roll-off gate, see
+    :class:`rtbwe.passband.DetectedBandLock`): ``[full_db, off_db]``, finite, with
+    ``full_db > off_db``; anything else (absent, or untrusted and malformed) means no gate."""
+    try:
+        full_db, off_db = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (full_db, off_db) if np.isfinite([full_db, off_db]).all() and full_db > off_db \
+        else None
+
+
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
     """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
     bad = ~np.isfinite(audio)
@@ -245,7 +257,10 @@ class BandwidthExtender:
         self.max_added_ratio = max_added_ratio(
             card.get("max_added_ratio", DEFAULT_MAX_ADDED_RATIO) if isinstance(card, dict)
             else DEFAULT_MAX_ADDED_RATIO)
-        self._band_lock = ({"gain": self.extension_gain, "max_added_ratio": self.max_added_ratio}
+        self.rolloff_gate_db = rolloff_gate_db(card.get("rolloff_gate_db")
+                                               if isinstance(card, dict) else None)
+        self._band_lock = ({"gain": self.extension_gain, "max_added_ratio": self.max_added_ratio,
+                            "rolloff_gate_db": self.rolloff_gate_db}
                            if self.passband == "detected" else False)
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))

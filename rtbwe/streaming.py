@@ -102,7 +102,8 @@ class WindowPath:
             settings = lock if isinstance(lock, dict) else {"gain": 1.0 if lock is True else lock}
             self.lock = DetectedBandLock(tracker.sample_rate, window_samples, **settings)
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
-        self.contrast = None if off else (np.zeros(rows), np.zeros(rows), np.zeros(rows))
+        self.contrast = None if off else tuple(
+            np.zeros(rows) for _ in range(3 if self.lock.needs_rolloff else 2))
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""

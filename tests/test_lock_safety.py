@@ -7,8 +7,7 @@ from scipy import signal
 from helpers import random_tiny, stream_in_random_blocks
 from rtbwe import BandwidthExtender
 from rtbwe.conditioning import band_ratio_db, full_bin_power, octave_rolloff_db
-from rtbwe.passband import (GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_FULL_DB, ROLLOFF_OFF_DB,
-                            DetectedBandLock)
+from rtbwe.passband import GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_GATE_DB, DetectedBandLock
 
 SR = 48000
 
@@ -67,33 +66,44 @@ def test_octave_rolloff_db_tells_flat_from_dark_spectra():
     out = np.full(3, np.nan)
     octave_rolloff_db(power, 3, cutoff, SR / 1024, SR / 2, out)
     assert 1 < out[0] < 5                        # white: twice the bins, +3 dB
-    assert out[1] < ROLLOFF_OFF_DB - 3           # -18 dB per octave: about -15 dB
+    assert out[1] < ROLLOFF_GATE_DB[1] - 3       # -18 dB per octave: about -15 dB
     assert out[2] == 0.0                         # Nyquist: nothing to gate
 
 
 def test_rolloff_gate_scales_each_window():
-    lock = DetectedBandLock(SR, 1024, max_added_ratio=None)
-    middle = (ROLLOFF_FULL_DB + ROLLOFF_OFF_DB) / 2
-    rolloff = np.array([3.0, ROLLOFF_FULL_DB, middle, ROLLOFF_OFF_DB, -20.0])
-    gains = lock.window_gains(np.full(5, 6000.0), np.ones((5, 1024)), np.zeros(5),
-                              np.full(5, 1e9), rolloff)
-    np.testing.assert_allclose(gains, [1.0, 1.0, 0.5, 0.0, 0.0])
-    ungated = DetectedBandLock(SR, 1024, max_added_ratio=None, gate=False)
-    np.testing.assert_allclose(ungated.window_gains(np.full(5, 6000.0), np.ones((5, 1024)),
-                                                    np.zeros(5), np.full(5, 1e9), rolloff), 1.0)
+    full_db, off_db = ROLLOFF_GATE_DB
+    lock = DetectedBandLock(SR, 1024, max_added_ratio=None, rolloff_gate_db=ROLLOFF_GATE_DB)
+    assert lock.needs_rolloff
+    rolloff = np.array([3.0, full_db, (full_db + off_db) / 2, off_db, -20.0])
+    args = (np.full(5, 6000.0), np.ones((5, 1024)), np.zeros(5), np.full(5, 1e9), rolloff)
+    np.testing.assert_allclose(lock.window_gains(*args), [1.0, 1.0, 0.5, 0.0, 0.0])
+    default = DetectedBandLock(SR, 1024, max_added_ratio=None)   # off unless a card sets it
+    assert not default.needs_rolloff
+    np.testing.assert_allclose(default.window_gains(*args), 1.0)
 
 
-def test_dark_input_gets_no_band_but_flat_input_does():
-    """A spectrum dark all the way to the cutoff gets no added band (the roll-off gate);
-    low-passed white noise at the same cutoff does."""
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ([-5, -9], (-5.0, -9.0)), ([-9, -5], None), ([-5, float("nan")], None),
+    ("loud", None), ([-5], None), ([-5, -9, -12], None)])
+def test_card_rolloff_gate_is_checked(value, expected):
+    from rtbwe.processor import rolloff_gate_db
+    assert rolloff_gate_db(value) == expected
+
+
+def test_rolloff_gate_keeps_dark_input_and_extends_flat_input():
+    """With the roll-off gate on, a spectrum dark all the way to the cutoff gets no added band
+    while low-passed white noise at the same cutoff does; without it (the default) both do."""
     dark, flat = _dark_noise(3.0, 500, 13), _lowpassed_noise(3.0, 6000, 14)
     late = slice(2 * SR, 3 * SR)  # after the first detections
-    for x, gated in ((dark, True), (flat, False)):
-        bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
-        y = bwe.process(x, SR)
-        assert 5500 < bwe.input_bandwidth_hz < 6500
-        err_db = 10 * np.log10(np.sum((y[late] - x[late]) ** 2) / np.sum(x[late] ** 2))
-        assert (err_db < -100) if gated else (err_db > -60), (gated, err_db)
+    for gate in (True, False):
+        for x, expect_band in ((dark, not gate), (flat, True)):
+            bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+            if gate:
+                bwe._band_lock = {**bwe._band_lock, "rolloff_gate_db": ROLLOFF_GATE_DB}
+            y = bwe.process(x, SR)
+            assert 5500 < bwe.input_bandwidth_hz < 6500
+            err_db = 10 * np.log10(np.sum((y[late] - x[late]) ** 2) / np.sum(x[late] ** 2))
+            assert (err_db > -60) if expect_band else (err_db < -100), (gate, err_db)
 
 
 def test_no_hiss_on_digital_silence():
@@ -224,3 +234,11 @@ def test_export_calibrate_writes_the_lock_settings(tmp_path, capsys):
     assert card["max_added_ratio"] == 1.0 and card["calibration"]["shrink"] in SHRINK_CANDIDATES
     bwe = BandwidthExtender(str(tmp_path / "out.json"), num_threads=1)
     assert bwe.extension_gain == card["extension_gain"] and bwe.max_added_ratio == 1.0
+    assert "rolloff_gate_db" not in card and bwe.rolloff_gate_db is None
+    assert main(["export", str(run), str(tmp_path / "gated"), "--calibrate", str(corpus),
+                 "--clips", "2", "--clip-seconds", "1.5", "--rolloff-gate-db", "-5", "-9"]) == 0
+    gated = json.loads((tmp_path / "gated.json").read_text())
+    assert gated["rolloff_gate_db"] == [-5.0, -9.0]
+    assert gated["calibration"]["rolloff_gate_db"] == [-5.0, -9.0]
+    assert BandwidthExtender(str(tmp_path / "gated.json"), num_threads=1).rolloff_gate_db \
+        == (-5.0, -9.0)

@@ -49,6 +49,10 @@ class _RecordingLock(DetectedBandLock):
         super().__init__(*args, **kwargs)
         self.records: list[tuple[np.ndarray, ...]] = []
 
+    @property
+    def needs_rolloff(self) -> bool:  # recorded, so a roll-off gate can be fitted too
+        return True
+
     def apply(self, inputs, outputs, rows, cutoffs_hz, contrast=None) -> None:
         cutoff = cutoffs_hz[:rows].copy()
         extend = cutoff < self.nyquist_hz
@@ -205,7 +209,8 @@ def choose_shrink(cross_validated: list[dict]) -> float:
 
 
 def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
-             max_added_ratio: float | None = DEFAULT_MAX_ADDED_RATIO, progress=None) -> dict:
+             max_added_ratio: float | None = DEFAULT_MAX_ADDED_RATIO,
+             rolloff_gate_db: tuple[float, float] | None = None, progress=None) -> dict:
     """The card's ``extension_gain`` (per bucket of GAIN_EDGES_HZ) for ``model`` on
     ``clips`` (validation clips, (samples,) each) over every usable band-limited matrix row:
     least squares on all clips, times the shrink chosen by two-fold cross-validation
@@ -216,7 +221,8 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     from .real import own_bandwidth_hz
 
     bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", num_threads=1)
-    lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio)
+    lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio,
+                            rolloff_gate_db=rolloff_gate_db)
     own = [own_bandwidth_hz(c) for c in clips]
     stats = []  # each capture is reduced to its statistics at once (a capture is ~5 MB)
     for name, degradation in matrix_rows().items():
@@ -235,7 +241,8 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     without = sum(p.base for p in stats)
     return {"extension_gain": [[edge, round(float(g), 4)] for edge, g in
                                zip(GAIN_EDGES_HZ, gains)],
-            "max_added_ratio": max_added_ratio, "shrink": shrink,
+            "max_added_ratio": max_added_ratio, "rolloff_gate_db": rolloff_gate_db,
+            "shrink": shrink,
             "least_squares_gain": [round(float(g), 4) for g in least_squares],
             "pairs": len(stats), "cross_validation": cross_validated,
             "validation_rows": matrix_scores(stats, gains),

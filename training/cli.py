@@ -210,9 +210,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .calibrate import fit_lock
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
-        fit = fit_lock(model, clips, progress=lambda m: print(m, flush=True))
+        gate = tuple(args.rolloff_gate_db) if args.rolloff_gate_db else None
+        fit = fit_lock(model, clips, rolloff_gate_db=gate,
+                       progress=lambda m: print(m, flush=True))
         card["extension_gain"] = fit["extension_gain"]
         card["max_added_ratio"] = fit["max_added_ratio"]
+        if gate is not None:
+            card["rolloff_gate_db"] = list(gate)
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
                                "clips": len(clips), "clip_seconds": args.clip_seconds}
         chosen = next(c for c in fit["cross_validation"] if c["shrink"] == fit["shrink"])
@@ -333,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--calibrate", nargs="+", metavar="DATA",
                    help="fit the card's extension_gain on these datasets' validation split "
                    "(training/calibrate.py)")
+    x.add_argument("--rolloff-gate-db", nargs=2, type=float, metavar=("FULL", "OFF"),
+                   help="with --calibrate: turn on the lock's roll-off gate (gain 1 down to "
+                   "FULL dB per octave, 0 from OFF, e.g. -5 -9; off by default) and fit with it")
     x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
                    "copied into the card")
     x.add_argument("--clip-seconds", type=float, default=10.0,
