@@ -242,3 +242,13 @@ def test_export_calibrate_writes_the_lock_settings(tmp_path, capsys):
     assert gated["calibration"]["rolloff_gate_db"] == [-5.0, -9.0]
     assert BandwidthExtender(str(tmp_path / "gated.json"), num_threads=1).rolloff_gate_db \
         == (-5.0, -9.0)
+    # --latest: the run's last checkpoint (weights_only) instead of best.json's weights
+    import torch
+    later = random_tiny(5)
+    torch.save({"model": later.state_dict(), "step": 7, "elapsed": 1.5}, run / "checkpoint.pt")
+    assert main(["export", str(run), str(tmp_path / "latest"), "--latest"]) == 0
+    from rtbwe.weights import load_model
+    latest = load_model(tmp_path / "latest.json")
+    assert latest.card["steps"] == 7
+    for name, tensor in later.state_dict().items():
+        assert torch.equal(latest.state_dict()[name], tensor)

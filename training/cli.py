@@ -202,6 +202,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_model(Path(args.run_dir) / "best.json")
     card = dict(model.card)
     card.pop("_card_path", None)
+    if args.latest:  # the run's last checkpoint instead of its best validation
+        import torch
+
+        state = torch.load(Path(args.run_dir) / "checkpoint.pt", map_location="cpu",
+                           weights_only=True)
+        model.load_state_dict(state["model"])
+        card["steps"] = int(state["step"])
+        card["train_seconds"] = round(float(state["elapsed"]), 1)
+        card["validation"] = {"note": f"the run's last checkpoint (step {state['step']}), "
+                              "not its best validation"}
     if card.get("training", {}).get("degradations") == "wide":
         from .degrade import describe
 
@@ -337,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--calibrate", nargs="+", metavar="DATA",
                    help="fit the card's extension_gain on these datasets' validation split "
                    "(training/calibrate.py)")
+    x.add_argument("--latest", action="store_true",
+                   help="export the run's last checkpoint (checkpoint.pt) instead of best.json's "
+                   "weights")
     x.add_argument("--rolloff-gate-db", nargs=2, type=float, metavar=("FULL", "OFF"),
                    help="with --calibrate: turn on the lock's roll-off gate (gain 1 down to "
                    "FULL dB per octave, 0 from OFF, e.g. -5 -9; off by default) and fit with it")
