@@ -8,7 +8,7 @@ its training pairs it can add more than it knows. With the detected-band lock
 
 where ``a_k`` is window k's high-passed residual, ``OLA_k`` its weighted overlap-add share,
 ``f_k`` the lock's safety factors (the gate on content the detection did not see, the
-roll-off gate on inputs dark all the way to the cutoff, and the level cap
+optional roll-off gate on inputs dark all the way to the cutoff, and the level cap
 ``max_added_ratio``) and ``g_k`` the calibrated gain of the bucket of window k's
 cutoff. So one run of the network per (clip, matrix row) is enough (:func:`capture`): the
 per-bucket components ``s_b = sum_{k in b} f_k OLA_k(a_k)`` are rebuilt from the recorded

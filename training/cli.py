@@ -205,8 +205,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.latest:  # the run's last checkpoint instead of its best validation
         import torch
 
-        state = torch.load(Path(args.run_dir) / "checkpoint.pt", map_location="cpu",
-                           weights_only=True)
+        checkpoint = Path(args.run_dir) / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise SystemExit(f"--latest: {checkpoint} does not exist (has the run saved a "
+                             "checkpoint yet?)")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         card["steps"] = int(state["step"])
         card["train_seconds"] = round(float(state["elapsed"]), 1)
