@@ -175,16 +175,11 @@ CONTRAST_GUARD = 1.1  # "above the cutoff" starts this far above it (past the fi
 def octave_rolloff_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_hz: float,
                       nyquist_hz: float, out: np.ndarray) -> None:
     """How steeply a spectrum falls just below a cutoff: bin powers (>= rows, bins) and
-    cutoffs (>= rows,) Hz -> ``out[:rows]`` float64 dB, the power in the octave below the
-    cutoff, [k / 2, k), over the power in the octave below that, [k / 4, k / 2) (``k``: the
-    cutoff's bin, rounded as in :func:`band_ratio_db`); 0 for a cutoff at Nyquist.
-
-    Of the long-term spectrum this tells a filter's edge from a natural roll-off: white noise
-    gives +3 dB, pink noise 0, most music -1 to -7 dB (the validation split's clips, median -3
-    dB); a clip that is dark all the way down (its own spectrum falling by 15 dB per octave
-    and more, a muted piano, a distant recording) gives -9 dB and below. Its missing band
-    holds almost nothing, so the lock adds no band there (:class:`rtbwe.passband.
-    DetectedBandLock`'s roll-off gate)."""
+    cutoffs (>= rows,) Hz -> ``out[:rows]`` float64 dB, the power in [k / 2, k) over that in
+    [k / 4, k / 2) (``k``: the cutoff's bin, rounded); 0 for a cutoff at Nyquist. White noise
+    gives +3 dB, pink 0, most music -1 to -7 (validation windows: median -3.4); a clip dark
+    all the way down (falling 15 dB per octave and more) -9 and below: the input of the
+    optional roll-off gate of :class:`rtbwe.passband.DetectedBandLock`."""
     bins = power.shape[1]
     for r in range(rows):  # a few rows per hop: slices beat a cumulative sum
         if cutoff_hz[r] >= nyquist_hz:

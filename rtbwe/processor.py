@@ -178,15 +178,14 @@ def max_added_ratio(value) -> float | None:
 
 
 def rolloff_gate_db(value) -> tuple[float, float] | None:
-    """A card's ``rolloff_gate_db`` (the detected-band lock's optional roll-off gate, see
-    :class:`rtbwe.passband.DetectedBandLock`): ``[full_db, off_db]``, finite, with
-    ``full_db > off_db``; anything else (absent, or untrusted and malformed) means no gate."""
+    """A card's ``rolloff_gate_db`` (the lock's optional roll-off gate): ``[full_db, off_db]``,
+    finite, ``full_db > off_db``; anything else (absent, or malformed) means no gate."""
     try:
         full_db, off_db = (float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    return (full_db, off_db) if np.isfinite([full_db, off_db]).all() and full_db > off_db \
-        else None
+    valid = bool(np.isfinite([full_db, off_db]).all()) and full_db > off_db
+    return (full_db, off_db) if valid else None
 
 
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
