@@ -1,7 +1,8 @@
-"""Framing, weighted overlap-add and spectrum-tracker kernels for the streaming processor
-(``rtbwe.kernels``).
+"""Framing, weighted overlap-add, spectrum-tracker and band-lock kernels for the streaming
+processor (``rtbwe.kernels``).
 
-Numba (``cache=True``) kernels in :mod:`.framing`, :mod:`.overlap` and :mod:`.spectrum`, each
+Numba (``cache=True``) kernels in :mod:`.framing`, :mod:`.overlap`, :mod:`.spectrum` and
+:mod:`.lock`, each
 with a plain NumPy twin in :mod:`.reference`. Call :func:`warm_up` once before audio starts
 so the first block does not pay for compilation or cache loading.
 """
@@ -11,13 +12,14 @@ import numpy as np
 
 from .framing import (copy_sanitised, frame_signal, ingest_and_frame, pop_front,
                       replace_nonfinite, shift_left)
+from .lock import add_gained, lock_gains
 from .overlap import accumulate_and_emit, normalise, overlap_add, shift_accumulator
 from .spectrum import accumulate_power, pooled_condition, window_contrast, window_for_fft
 
 __all__ = ["frame_signal", "copy_sanitised", "replace_nonfinite", "shift_left", "overlap_add",
            "normalise", "shift_accumulator", "ingest_and_frame", "accumulate_and_emit",
            "pop_front", "window_for_fft", "accumulate_power", "window_contrast",
-           "pooled_condition", "synthesis_window", "warm_up"]
+           "pooled_condition", "lock_gains", "add_gained", "synthesis_window", "warm_up"]
 
 _warm = False
 
@@ -61,6 +63,7 @@ def warm_up() -> None:
     accumulate_and_emit(frames, 2, window, 4, acc, weight_sum, 1, signal, 0)
     pop_front(signal, 16, np.zeros((2, 3), np.float32))
     _warm_spectrum()
+    _warm_lock()
     _warm = True
 
 
@@ -82,3 +85,19 @@ def _warm_spectrum() -> None:
         geometry.flags.writeable = False
     pooled_condition(averaged, rows, band_of_bin, reference_bands, row_values, 2.0, -90.0, 20.0,
                      30.0, np.zeros(bands), np.zeros((rows, bands + 1), np.float32))
+
+
+def _warm_lock() -> None:
+    """The lock's kernels at the types :class:`rtbwe.passband.DetectedBandLock` passes in
+    streaming: float64 per-row values, empty arrays for the factors a lock does not use, and
+    the high band as a float32 view into the FFT's output, which NumPy flags as contiguous
+    for one row (mono) and not for two (stereo)."""
+    window = 8
+    for rows in (1, 2):
+        high = np.zeros((rows, window + 4), np.float32)[:, 2:2 + window]
+        gains, unused = np.zeros(rows), np.empty(0)
+        for values in (np.zeros(rows), unused):
+            lock_gains(np.full(rows, 1000.0), high, np.array([500.0]), np.ones(2), values,
+                       10.0, 20.0, values, -5.0, -9.0, values, 1.0, np.ones(window), gains)
+        frames = np.zeros((rows, window), np.float32)
+        add_gained(frames, frames.copy(), high, gains, np.arange(rows))

@@ -1,7 +1,7 @@
 """Plain NumPy twins of the Numba kernels, with the same signatures and semantics.
 
 They are the specification the tests compare :mod:`framing`, :mod:`overlap` and
-:mod:`spectrum` against, and the baseline the kernel benchmarks measure the speed-up over.
+:mod:`spectrum` and :mod:`lock` against, and the baseline the kernel benchmarks measure the speed-up over.
 Not used in the hot path.
 """
 from __future__ import annotations
@@ -167,3 +167,32 @@ def pooled_condition(averaged: np.ndarray, rows: int, band_of_bin: np.ndarray,
     out[:rows, :bands] = (db / scale_db).astype(np.float32)
     if out.shape[1] > bands:
         out[:rows, bands] = cutoff_hz[:rows] / nyquist_hz
+
+
+# ---- the detected-band lock's kernels (kernels/lock.py), as the lock did them in NumPy
+def lock_gains(cutoff_hz: np.ndarray, added: np.ndarray, edges_hz: np.ndarray,
+               table_gains: np.ndarray, excess_db: np.ndarray, gate_full_db: float,
+               gate_off_db: float, rolloff_db: np.ndarray, rolloff_full_db: float,
+               rolloff_off_db: float, below_power: np.ndarray, max_added_ratio: float,
+               hann_sq: np.ndarray, gains: np.ndarray) -> None:
+    rows = len(cutoff_hz)
+    g = table_gains[np.searchsorted(edges_hz, cutoff_hz, side="right")]
+    if excess_db.size:
+        g = g * np.clip((gate_off_db - excess_db[:rows]) / (gate_off_db - gate_full_db),
+                        0.0, 1.0)
+    if rolloff_db.size:
+        g = g * np.clip((rolloff_db[:rows] - rolloff_off_db) / (rolloff_full_db - rolloff_off_db),
+                        0.0, 1.0)
+    if below_power.size:
+        wide = added.astype(np.float64)
+        added_power = (wide * wide) @ hann_sq
+        allowed = max_added_ratio * below_power[:rows]
+        g = g * np.sqrt(np.minimum(1.0, allowed / np.maximum(added_power, 1e-30)))
+    gains[:rows] = g
+
+
+def add_gained(inputs: np.ndarray, outputs: np.ndarray, high: np.ndarray, gains: np.ndarray,
+               rows_index: np.ndarray) -> None:
+    count = high.shape[0]
+    scaled = (high * gains[:count, None]).astype(np.float32)
+    outputs[rows_index] = inputs[rows_index] + scaled

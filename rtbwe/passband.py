@@ -32,6 +32,7 @@ from scipy import fft as scipy_fft
 from scipy import signal
 from torch import nn
 
+from . import kernels
 from .conditioning import condition_bands
 
 DEFAULT_TAPS = 255  # about 0.5 kHz transition at 48 kHz with Kaiser beta 8 (-80 dB stopband)
@@ -152,7 +153,8 @@ class DetectedBandLock:
     input exactly. Applied between the engine and the overlap-add, so every backend gets it
     and streaming still equals offline.
 
-    The gain ``g`` of each window is the product of three factors (:meth:`window_gains`):
+    The gain ``g`` of each window is a product of factors (:meth:`window_gains`; the gains and
+    the write ``input + g * high`` run in the Numba kernels of :mod:`rtbwe.kernels.lock`):
 
     * the calibrated gain of its cutoff's bucket: ``gain``, a number or a model card's
       ``extension_gain`` table ``[[up_to_hz, gain], ...]`` (the gain of the first bucket
@@ -191,6 +193,8 @@ class DetectedBandLock:
         self.nyquist_hz = sample_rate / 2
         # the tracker's bin powers are of Hann-windowed frames: (W / 2) sum (hann * x)^2
         self._hann_sq = (np.hanning(window_samples + 2)[1:-1] ** 2 * (window_samples / 2))
+        self._unused, self._rows = np.empty(0), np.arange(2, dtype=np.int64)
+        self.kernels = kernels  # rtbwe.kernels; tests swap in rtbwe.kernels.reference
 
     def added_band(self, inputs: np.ndarray, outputs: np.ndarray,
                    cutoff_hz: np.ndarray) -> np.ndarray:
@@ -211,20 +215,25 @@ class DetectedBandLock:
                      excess_db: np.ndarray | None = None,
                      below_power: np.ndarray | None = None,
                      rolloff_db: np.ndarray | None = None) -> np.ndarray:
-        """(rows,) gains for rows of :meth:`added_band` (see the class docstring)."""
-        gains = self.gains[np.searchsorted(self.gain_edges_hz, cutoff_hz, side="right")]
-        if self.gate and excess_db is not None:
-            gains = gains * np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB),
-                                    0.0, 1.0)
-        if self.gate and self.rolloff_gate_db is not None and rolloff_db is not None:
-            full_db, off_db = self.rolloff_gate_db
-            gains = gains * np.clip((rolloff_db - off_db) / (full_db - off_db), 0.0, 1.0)
-        if self.max_added_ratio is not None and below_power is not None:
-            wide = added.astype(np.float64)  # a float32 square overflows on huge glitches
-            added_power = (wide * wide) @ self._hann_sq
-            allowed = self.max_added_ratio * below_power
-            gains = gains * np.sqrt(np.minimum(1.0, allowed / np.maximum(added_power, 1e-30)))
+        """(rows,) float64 gains for rows of :meth:`added_band` (see the class docstring),
+        by :func:`rtbwe.kernels.lock_gains`; a factor whose array is None is left out."""
+        gains = np.empty(len(cutoff_hz))
+        self.kernels.lock_gains(np.ascontiguousarray(cutoff_hz, np.float64), added,
+                                *self._factors(excess_db, below_power, rolloff_db), gains)
         return gains
+
+    def _factors(self, excess_db: np.ndarray | None, below_power: np.ndarray | None,
+                 rolloff_db: np.ndarray | None) -> tuple:
+        """The arguments of :func:`rtbwe.kernels.lock_gains` between ``added`` and
+        ``gains``: an empty array for each factor this lock leaves out."""
+        unused = self._unused
+        gate = self.gate and excess_db is not None
+        rolloff = self.needs_rolloff and rolloff_db is not None
+        cap = self.max_added_ratio is not None and below_power is not None
+        full_db, off_db = self.rolloff_gate_db or ROLLOFF_GATE_DB
+        return (self.gain_edges_hz, self.gains, excess_db if gate else unused, GATE_FULL_DB,
+                GATE_OFF_DB, rolloff_db if rolloff else unused, full_db, off_db,
+                below_power if cap else unused, self.max_added_ratio or 0.0, self._hann_sq)
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
               cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None
@@ -234,16 +243,23 @@ class DetectedBandLock:
         gates and the cap."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.nyquist_hz
-        if not extend.all():
+        if extend.all():  # the streaming case: views, no copies
+            index, rows_index = slice(0, rows), self._row_numbers(rows)
+        else:
             outputs[:rows][~extend] = inputs[:rows][~extend]
-        if not extend.any():
-            return
-        index = slice(0, rows) if extend.all() else np.flatnonzero(extend)
+            if not extend.any():
+                return
+            index = rows_index = np.flatnonzero(extend)
         high = self.added_band(inputs[index], outputs[index], cutoff[index])
-        gains = self.window_gains(cutoff[index], high,
-                                  *((c[:rows][index] for c in contrast) if contrast else ()))
-        high *= gains[:, None]
-        outputs[index] = inputs[index] + high
+        factors = [np.ascontiguousarray(c[:rows][index]) for c in contrast] if contrast else []
+        gains = self.window_gains(cutoff[index], high, *factors)
+        self.kernels.add_gained(inputs, outputs, high, gains, rows_index)
+
+    def _row_numbers(self, rows: int) -> np.ndarray:
+        """np.arange(rows), int64, cached across hops."""
+        if self._rows.shape[0] < rows:
+            self._rows = np.arange(rows, dtype=np.int64)
+        return self._rows[:rows]
 
 
 def lock_to_band(x: torch.Tensor, y: torch.Tensor, sample_rate: int, low_hz: np.ndarray,
