@@ -4,7 +4,7 @@ After the network has run, the lock keeps each window's input below its extensio
 and adds a gained, high-passed residual above it: ``out = input + g * high``. The FIR
 high-pass runs as an FFT (NumPy, in the lock); these kernels do what follows it, which was a
 dozen small NumPy calls and fancy-indexed copies per hop (issue 14; measured first as a
-proposal in ``benchmarks/bench_lock_fft.py``):
+proposal in ``benchmarks/bench_lock_fft.py``, now ``bench_lock.py``):
 
 * :func:`lock_gains`, each window's gain ``g``: the calibrated gain of its cutoff's bucket,
   times the new-content gate, the optional roll-off gate and the level cap;
