@@ -30,6 +30,12 @@ def test_card_is_the_half_width_student_of_the_default(student):
     assert "extension_gain" in card and "max_added_ratio" in card  # calibrated at export
 
 
+def test_fast_names_the_student(student):
+    fast = load_model("fast")
+    assert fast.card["sha256"] == student.card["sha256"]
+    assert BandwidthExtender("fast").extension_gain == student.card["extension_gain"]
+
+
 def test_onnx_equals_eager_on_its_windows(student):
     pytest.importorskip("onnxruntime")
     from rtbwe import engine
