@@ -177,8 +177,13 @@ class DetectedBandLock:
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
                  gain: float | list = 1.0, max_added_ratio: float | None = None,
-                 gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None):
+                 gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None,
+                 skip_network: bool = True):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
+        # the lock returns a window whose cutoff is at Nyquist as it came in, whatever the
+        # network made of it: a batch with no other window need not run the network
+        # (rtbwe.streaming.WindowPath); False runs it anyway (a constant cost, for benchmarks)
+        self.skip_network = bool(skip_network)
         table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
         self.gain_edges_hz = np.array([float(edge) for edge, _ in table])
         self.gains = np.array([float(g) for _, g in table] + [1.0])
@@ -234,6 +239,11 @@ class DetectedBandLock:
         return (self.gain_edges_hz, self.gains, excess_db if gate else unused, GATE_FULL_DB,
                 GATE_OFF_DB, rolloff_db if rolloff else unused, full_db, off_db,
                 below_power if cap else unused, self.max_added_ratio or 0.0, self._hann_sq)
+
+    def passes_all(self, rows: int, cutoffs_hz: np.ndarray) -> bool:
+        """Whether :meth:`apply` would return all ``rows`` windows as they came in (every
+        cutoff at Nyquist: full band, or the bandwidth not yet known)."""
+        return not (cutoffs_hz[:rows] < self.nyquist_hz).any()
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
               cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None

@@ -37,10 +37,8 @@ from .streaming import ProcessorStats, StreamState, make_tracker, process_offlin
 # made arunet-small faster per second of audio (eager RT 0.23 vs 0.27, 1 thread) and lowered
 # the window-edge error (-62 vs -54 dB) for 1.3 ms more latency (21.3 ms, goal <= 25 ms).
 DEFAULT_WINDOW_MS = 1000 * 1024 / 48000  # 21.33 ms
-# Hop 3/4 of the window (768 samples, 16 ms) since issue 14: on the degradation matrix it is
-# within 0.02 dB ΔSNR of hop 512 on every row in two runs (docs/results/matrix-modes.md; one
-# or two more clips below -0.5 dB on two rows) and streams with
-# a third fewer network calls per second; the latency stays window - 1 samples.
+# Hop 3/4 of the window (768 samples, 16 ms) since issue 14: within 0.02 dB ΔSNR of hop 512
+# on every matrix row in two runs (docs/results/matrix-modes.md), a third fewer network calls.
 DEFAULT_HOP_MS = 1000 * 768 / 48000      # 16.0 ms
 # low-latency mode (`--low-latency`): 448 / 224 samples at 48 kHz, 9.31 ms algorithmic latency;
 # about 1.5x the compute per second, -0.2 dB ΔSNR at most on the demo clip (benchmarks/README.md)
@@ -219,6 +217,9 @@ class BandwidthExtender:
             comes out unchanged; the network fills only what is missing. ``"free"``: the
             network's output as is (it may also change the passband, as models trained
             before the detection did). No added latency either way.
+        skip_full_band: with ``passband="detected"``, hops whose windows all come out as
+            they went in (full band, or bandwidth not yet known) skip the network (default);
+            False runs it anyway, for a constant cost per hop (benchmarks). Same output.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy),
@@ -226,18 +227,17 @@ class BandwidthExtender:
 
     Threads: one extender holds one stream, used from one thread at a time. ``process``,
     ``reset`` and ``prepare`` hold a lock; a call that finds it held by another thread raises
-    RuntimeError instead of mixing two streams' state (it never waits). For several streams
-    or threads, make one extender each; they can share the network:
-    ``BandwidthExtender(other.engine.model)``. Calls from different threads that never
-    overlap in time are allowed (a stream may move to another thread) and cannot be told
-    apart from two interleaved streams, so do not interleave streams on one object.
+    RuntimeError (it never waits). For several streams or threads, make one extender each;
+    they can share the network: ``BandwidthExtender(other.engine.model)``. Calls from
+    different threads that never overlap in time are allowed (a stream may move to another
+    thread), so do not interleave streams on one object.
     """
 
     def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
                  device: str = "auto", window_ms: float = DEFAULT_WINDOW_MS,
                  hop_ms: float = DEFAULT_HOP_MS, num_threads: int | None = None,
                  backend: str = "auto", keep_below_hz: float | None = None,
-                 passband: str = "detected"):
+                 passband: str = "detected", skip_full_band: bool = True):
         if passband not in PASSBAND_MODES:
             raise ValueError(f"passband must be one of {', '.join(PASSBAND_MODES)}, got "
                              f"{passband!r}")
@@ -247,7 +247,6 @@ class BandwidthExtender:
             from .passband import PassbandLock
 
             module = PassbandLock(module, self.sample_rate, self.keep_below_hz)
-        # a fixed lock replaces the detected one
         self.passband = "fixed" if self.keep_below_hz is not None else passband
         # the detected-band lock, with the card's calibrated gain on the added band
         card = getattr(module, "card", None)
@@ -259,7 +258,8 @@ class BandwidthExtender:
         self.rolloff_gate_db = rolloff_gate_db(card.get("rolloff_gate_db")
                                                if isinstance(card, dict) else None)
         self._band_lock = ({"gain": self.extension_gain, "max_added_ratio": self.max_added_ratio,
-                            "rolloff_gate_db": self.rolloff_gate_db}
+                            "rolloff_gate_db": self.rolloff_gate_db,
+                            "skip_network": skip_full_band}
                            if self.passband == "detected" else False)
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))

@@ -50,6 +50,7 @@ class ProcessorStats:
     largest_batch: int = 0             # most windows in one network call
     nonfinite_input_samples: int = 0   # NaN/Inf input samples replaced by 0 (streaming)
     nonfinite_output_samples: int = 0  # NaN/Inf network outputs replaced by 0
+    passed_windows: int = 0            # windows the lock kept whole without the network
     engine_seconds: float = 0.0        # wall time inside the network
     input_bandwidth_hz: float | None = None  # detected bandwidth (widest channel); None: unknown
 
@@ -84,8 +85,10 @@ class WindowPath:
         lock: True: the network changes only the band above each window's detected
             bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a gain or a table of gains
             per cutoff: the same, with that gain on the added band; a dict: the
-            lock's keyword arguments (``gain``, ``max_added_ratio``, ``gate``); a lock: used
-            as is; False: the output as is.
+            lock's keyword arguments (``gain``, ``max_added_ratio``, ``gate``,
+            ``skip_network``); a lock: used as is; False: the output as is. A batch whose
+            windows the lock would all keep whole (full band, or bandwidth not yet known)
+            skips the network unless the lock's ``skip_network`` is False.
     """
 
     def __init__(self, engine: InferenceEngine, tracker: SpectrumTracker, rows: int,
@@ -112,6 +115,9 @@ class WindowPath:
                             self.contrast)
         stats.input_bandwidth_hz = self.tracker.widest_hz
         if self.lock is not None:
+            if self.lock.skip_network and self.lock.passes_all(rows, self.cutoffs_hz):
+                stats.passed_windows += rows  # frames hold the input: the lock's output
+                return
             self.inputs[:rows] = frames[:rows]
         run_batch(self.engine, frames, rows, stats, self.conditions)
         if self.lock is not None:

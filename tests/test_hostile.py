@@ -366,8 +366,8 @@ def test_concurrent_use_of_one_extender_raises_and_keeps_the_stream(second_call)
     import threading
 
     net = Sleepy(0.3)  # eager: an exported graph would not run the Python forward
-    bwe = rtbwe.BandwidthExtender(net, sample_rate=SR, backend="eager")
-    x = _noise(1, 48000)
+    bwe = rtbwe.BandwidthExtender(net, sample_rate=SR, backend="eager", skip_full_band=False)
+    x = _noise(1, 48000)  # full band: the network runs only with skip_full_band=False
     net.armed = True
     results: dict[str, np.ndarray] = {}
     streamer = threading.Thread(target=lambda: results.update(

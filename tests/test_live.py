@@ -333,8 +333,10 @@ def test_too_slow_model_on_the_worker_thread_keeps_output_continuous():
 
     armed = threading.Event()
     block = 256
-    session = LiveSession(BandwidthExtender(SlowIdentity(), sample_rate=SR, backend="eager"),
-                          SR, block)  # eager: an exported graph would not sleep
+    # eager: an exported graph would not sleep; skip_full_band=False: the network runs while
+    # the bandwidth is not yet known (and on full band) too
+    session = LiveSession(BandwidthExtender(SlowIdentity(), sample_rate=SR, backend="eager",
+                                            skip_full_band=False), SR, block)
     armed.set()
     t = np.arange(int(2.0 * SR)) / SR
     x = (0.3 * np.sin(2 * np.pi * 441.3 * t) + 0.05).astype(np.float32)[:, None]  # never 0

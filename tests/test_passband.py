@@ -93,3 +93,55 @@ def test_lock_keeps_the_card_of_a_shipped_model():
     locked = passband.PassbandLock(model, RATE, 4500.0)
     assert locked.card["sample_rate"] == RATE and locked.card["keep_below_hz"] == 4500.0
     assert "keep_below_hz" not in model.card
+
+
+class _Counting(nn.Module):
+    """1.25 x input, counting the windows it is called on."""
+
+    def __init__(self):
+        super().__init__()
+        self.windows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows += x.shape[0]
+        return 1.25 * x
+
+
+def _white_and_lowpassed(seconds: float) -> np.ndarray:
+    """(2, n): white noise (full band) and the same low-passed at 6 kHz."""
+    from rtbwe import filters
+
+    white = 0.1 * np.random.default_rng(3).standard_normal(int(seconds * RATE))
+    return np.stack([white, filters.lowpass(white, RATE, 6000.0)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", ["full band", "band-limited", "both"])
+def test_full_band_hops_skip_the_network_with_the_same_output(channels):
+    """The detected lock returns full-band windows (and all windows before the bandwidth is
+    known) as they came in, so a hop with no other window skips the network: the output is
+    bit for bit that of running it, offline and streaming."""
+    audio = _white_and_lowpassed(3.0)
+    audio = {"full band": audio[:1], "band-limited": audio[1:], "both": audio}[channels]
+    outputs, counted = {}, {}
+    for skip in (True, False):
+        net = _Counting()
+        bwe = BandwidthExtender(net, sample_rate=RATE, backend="eager", skip_full_band=skip)
+        net.windows = 0  # not the engine's warm-up calls
+        offline = bwe.process(audio, RATE)
+        stream = np.concatenate([bwe.process(audio[:, i:i + 700], RATE, reset=False)
+                                 for i in range(0, audio.shape[1], 700)], axis=1)
+        outputs[skip], counted[skip] = (offline, stream), (net.windows, bwe.stats)
+    np.testing.assert_array_equal(outputs[True][0], outputs[False][0])
+    np.testing.assert_array_equal(outputs[True][1], outputs[False][1])
+    latency = BandwidthExtender(nn.Identity(), sample_rate=RATE).latency_samples
+    np.testing.assert_allclose(outputs[True][1][:, latency:], outputs[True][0][:, :-latency],
+                               atol=1e-5)
+    (skipped_calls, skipped_stats), (all_calls, all_stats) = counted[True], counted[False]
+    assert all_stats.passed_windows == 0 and skipped_stats.passed_windows > 0
+    assert skipped_calls + skipped_stats.passed_windows == all_calls
+    if channels == "full band":  # the network never runs
+        assert skipped_calls == 0 and skipped_stats.batches == 0
+        np.testing.assert_allclose(outputs[True][0], audio, atol=1e-6)  # overlap-add rounding
+    else:  # it runs once the band limit is known (0.5 s), on both channels' windows
+        assert skipped_calls > 0.6 * all_calls
+        assert not np.array_equal(outputs[True][0][-1], audio[-1])

@@ -140,7 +140,8 @@ class _BatchRecorder(nn.Module):
 
 def test_ready_windows_of_all_channels_run_as_one_batch():
     recorder = _BatchRecorder()  # eager: an exported graph would not call forward
-    bwe = BandwidthExtender(recorder, window_ms=20, hop_ms=10, backend="eager")
+    bwe = BandwidthExtender(recorder, window_ms=20, hop_ms=10, backend="eager",
+                            skip_full_band=False)  # white noise is full band
     recorder.batches.clear()
     bwe.process(_noise((2, 8193)), RATE, reset=False)
     frames = (8193 - 480) // 480 + 1  # (480 zeros + 8193 samples - 960) // 480 + 1

@@ -43,10 +43,11 @@ WORSE_DB = -0.5            # a clip below this ΔSNR is "made worse"
 
 
 class _RecordingLock(DetectedBandLock):
-    """The lock at gain 1 with no gate and no cap, recording each window's inputs to them."""
+    """The lock at gain 1 with no gate and no cap, recording each window's inputs to them
+    (every window: a batch of full-band windows still runs the network and is recorded)."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{**kwargs, "skip_network": False})
         self.records: list[tuple[np.ndarray, ...]] = []
 
     @property
