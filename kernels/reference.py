@@ -1,7 +1,7 @@
 """Plain NumPy twins of the Numba kernels, with the same signatures and semantics.
 
-They are the specification the tests compare :mod:`framing`, :mod:`overlap` and
-:mod:`spectrum` and :mod:`lock` against, and the baseline the kernel benchmarks measure the speed-up over.
+They are the specification the tests compare :mod:`framing`, :mod:`overlap`, :mod:`spectrum`
+and :mod:`lock` against, and the baseline the kernel benchmarks measure the speed-up over.
 Not used in the hot path.
 """
 from __future__ import annotations

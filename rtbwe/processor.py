@@ -228,9 +228,9 @@ class BandwidthExtender:
     Threads: one extender holds one stream, used from one thread at a time. ``process``,
     ``reset`` and ``prepare`` hold a lock; a call that finds it held by another thread raises
     RuntimeError (it never waits). For several streams or threads, make one extender each;
-    they can share the network: ``BandwidthExtender(other.engine.model)``. Calls from
-    different threads that never overlap in time are allowed (a stream may move to another
-    thread), so do not interleave streams on one object.
+    they can share the network: ``BandwidthExtender(other.engine.model)``. Calls from threads
+    that never overlap in time are allowed (a stream may move to another thread); they look
+    like one stream, so do not interleave two streams on one object.
     """
 
     def __init__(self, model: str | Path | nn.Module = "default", sample_rate: int | None = None,
