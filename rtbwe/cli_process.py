@@ -340,7 +340,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_options(p)
     p.set_defaults(func=run_process)
 
-    b = sub.add_parser("bench", help="per-hop latency, RT factor and kernel speed on this machine")
+    b = sub.add_parser("bench", help="per-hop latency, RT factor and kernel speed on this machine",
+                       description="Times the network on every window, as for band-limited "
+                       "input (a full-band input skips it and costs far less).")
     b.add_argument("--models", nargs="+", default=["default"],
                    help="shipped names (real weights and conditioning) or registry names "
                    "(random weights; timing only). Default: the shipped default model")
