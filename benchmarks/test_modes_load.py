@@ -13,8 +13,10 @@ out the lock's work), so a load change moves every row together; ``WARMUP_ROUNDS
 rounds (past the first bandwidth detection, 0.5 s, at every hop), then ``ROUNDS`` rounds.
 
 Conditions: ``as-is`` (whatever else runs; the 1-minute load average is recorded before and
-after), and ``busy2``: two ``python -c 'while 1: pass'`` processes started by the test (15 s
-before timing, so the load average has risen) and killed after it. Figures per contender:
+after), ``busy2``: two ``python -c 'while 1: pass'`` processes started by the test (15 s
+before timing, so the load average has risen) and killed after it, and ``busy2-fifo``: the
+same with the timing thread under SCHED_FIFO 10, as ``rtbwe live --realtime-priority 10``
+runs its worker (skipped where Linux does not grant it). Figures per contender:
 ``rt`` (sum of call times / audio time), ``p50_ms``, ``p99_ms``, ``max_ms``, ``hop_ms``,
 ``latency_ms``.
 """
@@ -28,6 +30,7 @@ import time
 import pytest
 
 from rtbwe.benchmarking import InterleavedStreams, build_extender
+from rtbwe.live import request_realtime
 
 RATE = 48000
 ROUNDS = 1500           # per contender: 32 s of audio at hop 1024, 7 s at hop 224
@@ -57,7 +60,7 @@ def _busy_loops(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(count)]
 
 
-@pytest.mark.parametrize("condition", ["as-is", "busy2"])
+@pytest.mark.parametrize("condition", ["as-is", "busy2", "busy2-fifo"])
 def test_modes_under_load(benchmark, record, condition):
     pytest.importorskip("onnxruntime")
     contenders = _contenders()
@@ -65,10 +68,14 @@ def test_modes_under_load(benchmark, record, condition):
                  for name, (model, w, h) in contenders.items()}
     streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=LOWPASS_HZ)
 
-    busy = _busy_loops(2) if condition == "busy2" else []
+    busy = _busy_loops(2) if condition.startswith("busy2") else []
     try:
         if busy:
             time.sleep(SETTLE_S)
+        if condition == "busy2-fifo":  # the timing thread as `rtbwe live --realtime-priority 10`
+            note = request_realtime(10)
+            if note != "SCHED_FIFO 10":
+                pytest.skip(note)
         load_before = os.getloadavg()[0]
         benchmark.pedantic(streams.one_round, rounds=ROUNDS, iterations=1,
                            warmup_rounds=WARMUP_ROUNDS)
@@ -77,6 +84,8 @@ def test_modes_under_load(benchmark, record, condition):
         for process in busy:
             process.kill()
             process.wait()
+        if condition == "busy2-fifo":
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     figures = {"load_1min": f"{load_before:.2f}->{load_after:.2f}", "condition": condition,
                "backend": "onnx", "threads": 1}
     for name, bwe in extenders.items():

@@ -47,7 +47,8 @@ def live(args: argparse.Namespace) -> int:
     try:
         session = LiveSession(processor, processor.sample_rate, args.block_size,
                               channels=args.channels, buffer_blocks=args.buffer_blocks,
-                              fallback=args.fallback)
+                              fallback=args.fallback,
+                              worker_priority=args.realtime_priority)
     except ValueError as err:  # --block-size/--channels/--buffer-blocks 0
         print(f"rtbwe live: {err}", file=sys.stderr)
         return 2
@@ -63,6 +64,7 @@ def live(args: argparse.Namespace) -> int:
     print(f"stopped{' (Ctrl-C)' if summary['interrupted'] else ''}: {summary['callbacks']} "
           f"callbacks, xruns {summary['xruns']}, late {summary['late_blocks']} blocks, dropped "
           f"{summary['dropped_frames']} frames, worker load {summary['worker_load']:.0%}"
+          + (f", worker {summary['worker_priority']}" if summary["worker_priority"] else "")
           + bandwidth_note(processor), file=sys.stderr)
     return 130 if summary["interrupted"] else 0  # 130: the shell's code for Ctrl-C
 
@@ -98,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--callback", choices=("python", "c", "auto"), default="python",
                    help="audio callback: python (default), c (cffi, built on first use; needs "
                    "a C compiler), auto (c when it builds)")
+    p.add_argument("--realtime-priority", type=int, default=None, metavar="1-99",
+                   help="run the inference worker under SCHED_FIFO at this priority (Linux; "
+                   "root or an rtprio limit), so other busy programs cannot delay it; keep it "
+                   "below JACK's (70+). Default: normal priority")
     p.add_argument("--sample-rate", type=int, default=None, help="stream rate (default: the "
                    "model's, 48000)")
     p.add_argument("--keep-below-hz", type=float, default=None, help="leave the input below "

@@ -26,6 +26,7 @@ played while the input is not silent.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ import numpy as np
 
 from .ringbuffer import SampleRing, next_power_of_two
 
-__all__ = ["LiveSession", "LiveStats", "FALLBACKS", "auto_buffer_blocks"]
+__all__ = ["LiveSession", "LiveStats", "FALLBACKS", "auto_buffer_blocks", "request_realtime"]
 
 FALLBACKS = ("dry", "silence")
 GIL_SWITCH_INTERVAL_S = 0.0005  # let the callback thread take the GIL within 0.5 ms
@@ -62,6 +63,25 @@ class LiveStats:
     nonfinite_samples: int = 0   # NaN/Inf in the processor output, replaced by 0
 
 
+def request_realtime(priority: int) -> str:
+    """Ask Linux to run the calling thread under SCHED_FIFO at ``priority`` (1-99), so busy
+    processes at normal priority no longer preempt it; JACK's own threads usually run at
+    70-95, so stay below them. Needs root or an rtprio limit (the ``audio`` group's). Processes
+    the thread starts do not inherit it (SCHED_RESET_ON_FORK: a child busy loop at real-time
+    priority would starve the machine). Returns what was granted, or why not (the thread then
+    keeps its normal priority)."""
+    if not 1 <= int(priority) <= 99:
+        raise ValueError(f"realtime priority must be 1-99, got {priority!r}")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0),
+                              os.sched_param(int(priority)))
+    except AttributeError:
+        return "SCHED_FIFO not available on this platform: normal priority"
+    except OSError as err:
+        return f"SCHED_FIFO {priority} not granted ({err.strerror or err}): normal priority"
+    return f"SCHED_FIFO {priority}"
+
+
 def auto_buffer_blocks(processor: Any, block_frames: int) -> int:
     """Blocks to queue so the worker has one processor hop of time: ``ceil(hop / block)``,
     at least 2."""
@@ -84,11 +104,14 @@ class LiveSession:
             so one hop's inference must fit in the queue), and at least 2.
         fallback: ``"dry"`` (the input, delayed by the same latency) or ``"silence"`` for frames
             the worker has not delivered in time.
+        worker_priority: None (default) or 1-99: the worker thread asks for SCHED_FIFO at
+            this priority (:func:`request_realtime`; ``priority_note`` says what it got).
     """
 
     def __init__(self, processor: Any, sample_rate: int, block_frames: int, channels: int = 1,
                  buffer_blocks: int | None = None, fallback: str = "dry",
-                 max_chunk_frames: int | None = None) -> None:
+                 max_chunk_frames: int | None = None,
+                 worker_priority: int | None = None) -> None:
         for name, value in (("block_frames", block_frames), ("channels", channels),
                             ("buffer_blocks", buffer_blocks), ("max_chunk_frames",
                                                                max_chunk_frames)):
@@ -99,6 +122,11 @@ class LiveSession:
                 raise ValueError(f"{name} ({flag}) must be a whole number >= 1, got {value!r}")
         if buffer_blocks is None:
             buffer_blocks = auto_buffer_blocks(processor, block_frames)
+        if worker_priority is not None and not (
+                isinstance(worker_priority, int) and 1 <= worker_priority <= 99):
+            raise ValueError(f"worker_priority (--realtime-priority) must be 1-99, got "
+                             f"{worker_priority!r}")
+        self.worker_priority, self.priority_note = worker_priority, None
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.processor = processor
@@ -242,6 +270,8 @@ class LiveSession:
     # -- the worker --------------------------------------------------------------------------
     def _work(self) -> None:
         poll_s = min(0.001, 0.25 * self.block_frames / self.sample_rate)
+        if self.worker_priority is not None:
+            self.priority_note = request_realtime(self.worker_priority)
         try:
             while not self._stop.is_set():
                 if not self.process_available():

@@ -153,4 +153,5 @@ def run_live(session: LiveSession, input_device: int | str | None = None,
             "latency_ms": session.latency_ms, "device_latency_ms": 1000 * device_latency_s,
             "device_latency_frames": device_frames,
             "total_latency_frames": session.latency_frames + device_frames,
-            "worker_load": session.worker_load(), **vars(stats)}
+            "worker_load": session.worker_load(), "worker_priority": session.priority_note,
+            **vars(stats)}

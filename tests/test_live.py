@@ -353,3 +353,81 @@ def test_too_slow_model_on_the_worker_thread_keeps_output_continuous():
     assert session.error is None
     assert session.stats.late_frames > 0 or session.stats.dropped_frames > 0
     assert longest_zero_run(y[session.latency_frames:len(x) - block]) <= 4
+
+
+def test_worker_priority_is_requested_on_the_worker_thread_and_reported():
+    """``worker_priority``: the worker asks for SCHED_FIFO on its own thread; the note says
+    what it got (granted, or why not) and the caller's thread keeps its policy."""
+    import os
+    import threading
+
+    from rtbwe.live import request_realtime
+
+    with pytest.raises(ValueError, match="1-99"):
+        LiveSession(Scale(latency=0), SR, 64, worker_priority=0)
+    with pytest.raises(ValueError, match="1-99"):
+        request_realtime(100)
+    seen = {}
+
+    def probe():  # a throwaway thread: what the call does to the thread that makes it
+        seen["note"] = request_realtime(5)
+        if hasattr(os, "sched_getscheduler"):
+            seen["policy"] = os.sched_getscheduler(0)
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    if seen["note"] == "SCHED_FIFO 5":  # (the policy carries the reset-on-fork flag)
+        assert seen["policy"] & ~getattr(os, "SCHED_RESET_ON_FORK", 0) == os.SCHED_FIFO
+    else:
+        assert "normal priority" in seen["note"]
+    before = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+    session = LiveSession(Scale(latency=0), SR, 64, buffer_blocks=2, worker_priority=5)
+    session.start()
+    try:
+        for _ in range(500):
+            if session.priority_note is not None:
+                break
+            session._stop.wait(0.002)
+    finally:
+        session.stop()
+    assert session.priority_note == seen["note"]
+    if before is not None:
+        assert os.sched_getscheduler(0) == before
+
+
+def test_realtime_refused_is_reported_not_raised(monkeypatch):
+    import os
+
+    from rtbwe.live import request_realtime
+
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    assert request_realtime(10) == ("SCHED_FIFO 10 not granted (Operation not permitted): "
+                                    "normal priority")
+    monkeypatch.delattr(os, "sched_setscheduler")
+    assert "not available" in request_realtime(10)
+
+
+def test_realtime_priority_is_not_inherited_by_child_processes():
+    """SCHED_RESET_ON_FORK: a process started from the real-time thread runs at normal
+    priority (a busy child at real-time priority would starve the machine)."""
+    import os
+    import subprocess
+    import threading
+
+    from rtbwe.live import request_realtime
+
+    seen = {}
+
+    def probe():
+        seen["note"] = request_realtime(5)
+        seen["child"] = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+            capture_output=True, text=True, timeout=60).stdout.strip()
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    if seen["note"] != "SCHED_FIFO 5":
+        pytest.skip(seen["note"])
+    assert seen["child"] == str(os.SCHED_OTHER)
