@@ -49,7 +49,7 @@ def live(args: argparse.Namespace) -> int:
                               channels=args.channels, buffer_blocks=args.buffer_blocks,
                               fallback=args.fallback,
                               worker_priority=args.realtime_priority)
-    except ValueError as err:  # --block-size/--channels/--buffer-blocks 0
+    except ValueError as err:  # --block-size/--channels/--buffer-blocks 0, --realtime-priority
         print(f"rtbwe live: {err}", file=sys.stderr)
         return 2
     print(f"rtbwe live: {processor!r}, {processor.engine.num_threads} thread(s)\nblock {args.block_size} frames, {session.buffer_blocks} "

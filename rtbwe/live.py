@@ -122,8 +122,9 @@ class LiveSession:
                 raise ValueError(f"{name} ({flag}) must be a whole number >= 1, got {value!r}")
         if buffer_blocks is None:
             buffer_blocks = auto_buffer_blocks(processor, block_frames)
-        if worker_priority is not None and not (
-                isinstance(worker_priority, int) and 1 <= worker_priority <= 99):
+        if worker_priority is not None and (
+                isinstance(worker_priority, bool) or not isinstance(worker_priority, int)
+                or not 1 <= worker_priority <= 99):
             raise ValueError(f"worker_priority (--realtime-priority) must be 1-99, got "
                              f"{worker_priority!r}")
         self.worker_priority, self.priority_note = worker_priority, None

@@ -363,8 +363,9 @@ def test_worker_priority_is_requested_on_the_worker_thread_and_reported():
 
     from rtbwe.live import request_realtime
 
-    with pytest.raises(ValueError, match="1-99"):
-        LiveSession(Scale(latency=0), SR, 64, worker_priority=0)
+    for bad in (0, 100, True, 10.0):
+        with pytest.raises(ValueError, match="1-99"):
+            LiveSession(Scale(latency=0), SR, 64, worker_priority=bad)
     with pytest.raises(ValueError, match="1-99"):
         request_realtime(100)
     seen = {}
