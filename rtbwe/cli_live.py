@@ -53,8 +53,9 @@ def live(args: argparse.Namespace) -> int:
         print(f"rtbwe live: {err}", file=sys.stderr)
         return 2
     print(f"rtbwe live: {processor!r}, {processor.engine.num_threads} thread(s)\n"
-          f"block {args.block_size} frames, {session.buffer_blocks} blocks queued: {session.latency_ms:.1f} ms before the device's own latency. "
-          "Ctrl-C stops.", file=sys.stderr)
+          f"block {args.block_size} frames, {session.buffer_blocks} blocks queued: "
+          f"{session.latency_ms:.1f} ms before the device's own latency. Ctrl-C stops.",
+          file=sys.stderr)
     try:
         summary = run_live(session, args.input, args.output, args.duration,
                            callback=args.callback)
