@@ -252,3 +252,8 @@ def test_export_calibrate_writes_the_lock_settings(tmp_path, capsys):
     assert latest.card["steps"] == 7
     for name, tensor in later.state_dict().items():
         assert torch.equal(latest.state_dict()[name], tensor)
+    # an inverted gate (full below off) would make a card the processor ignores: refused first
+    with pytest.raises(SystemExit, match="FULL > OFF"):
+        main(["export", str(run), str(tmp_path / "inverted"), "--calibrate", str(corpus),
+              "--rolloff-gate-db", "-9", "-5"])
+    assert not (tmp_path / "inverted.json").exists()

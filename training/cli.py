@@ -199,6 +199,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .evaluate import EvalSettings, evaluate, lsd_hf_reduction, system_runner, test_clips
     from rtbwe.weights import load_model, save_model
 
+    gate = None
+    if args.rolloff_gate_db is not None:  # checked as the processor checks a card's
+        from rtbwe.processor import rolloff_gate_db
+
+        gate = rolloff_gate_db(args.rolloff_gate_db)
+        if gate is None:
+            raise SystemExit(f"--rolloff-gate-db FULL OFF: two finite dB values with FULL > "
+                             f"OFF (e.g. -5 -9), got {args.rolloff_gate_db}")
     model = load_model(Path(args.run_dir) / "best.json")
     card = dict(model.card)
     card.pop("_card_path", None)
@@ -223,7 +231,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .calibrate import fit_lock
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
-        gate = tuple(args.rolloff_gate_db) if args.rolloff_gate_db else None
         fit = fit_lock(model, clips, rolloff_gate_db=gate,
                        progress=lambda m: print(m, flush=True))
         card["extension_gain"] = fit["extension_gain"]
