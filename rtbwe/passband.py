@@ -149,8 +149,8 @@ class DetectedBandLock:
     """The network changes only the band above each window's extension cutoff
     (:func:`rtbwe.bandwidth.extension_cutoff_hz`): per window,
     ``out = input + g * highpass_cutoff(out - input)`` with the same Kaiser FIR as
-    :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known) returns the
-    input exactly. Applied between the engine and the overlap-add, so every backend gets it
+    :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known), or at and
+    above ``extend_below_hz`` (the table's top buckets of gain 0), returns the input exactly. Applied between the engine and the overlap-add, so every backend gets it
     and streaming still equals offline.
 
     The gain ``g`` of each window is a product of factors (:meth:`window_gains`; the gains and
@@ -187,6 +187,13 @@ class DetectedBandLock:
         table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
         self.gain_edges_hz = np.array([float(edge) for edge, _ in table])
         self.gains = np.array([float(g) for _, g in table] + [1.0])
+        # a window whose cutoff is at Nyquist, or in the table's top buckets of gain 0 (a
+        # card adds no band above 17 kHz), is returned as it came in: cutoffs from here up
+        lower = np.concatenate([[0.0], self.gain_edges_hz])
+        upper = np.append(self.gain_edges_hz, np.inf)
+        adding = np.flatnonzero((self.gains > 0) & (lower < sample_rate / 2))
+        self.extend_below_hz = (min(upper[adding[-1]], sample_rate / 2) if adding.size
+                                else 0.0)
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
@@ -242,8 +249,9 @@ class DetectedBandLock:
 
     def passes_all(self, rows: int, cutoffs_hz: np.ndarray) -> bool:
         """Whether :meth:`apply` would return all ``rows`` windows as they came in (every
-        cutoff at Nyquist: full band, or the bandwidth not yet known)."""
-        return not (cutoffs_hz[:rows] < self.nyquist_hz).any()
+        cutoff at Nyquist: full band, or the bandwidth not yet known; or where the gain
+        table adds nothing)."""
+        return not (cutoffs_hz[:rows] < self.extend_below_hz).any()
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
               cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None
@@ -252,7 +260,7 @@ class DetectedBandLock:
         ``contrast``: the tracker's (excess_db, below_power[, rolloff_db]) per row, for the
         gates and the cap."""
         cutoff = cutoffs_hz[:rows]
-        extend = cutoff < self.nyquist_hz
+        extend = cutoff < self.extend_below_hz
         if extend.all():  # the streaming case: views, no copies
             index, rows_index = slice(0, rows), self._row_numbers(rows)
         else:

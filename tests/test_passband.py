@@ -145,3 +145,38 @@ def test_full_band_hops_skip_the_network_with_the_same_output(channels):
     else:  # it runs once the band limit is known (0.5 s), on both channels' windows
         assert skipped_calls > 0.6 * all_calls
         assert not np.array_equal(outputs[True][0][-1], audio[-1])
+
+
+def test_a_gain_table_ending_in_zeros_returns_those_windows_and_skips_the_network():
+    """Cutoffs in the table's top buckets of gain 0 (a calibrated card adds no band above
+    17 kHz) pass like full-band ones: the window comes back as it went in, and a hop of
+    only such windows skips the network, with the same output as running it."""
+    lock = passband.DetectedBandLock(RATE, 1024, gain=[[5000.0, 1.0], [1e9, 0.0]])
+    assert lock.extend_below_hz == 5000.0
+    assert passband.DetectedBandLock(RATE, 1024).extend_below_hz == RATE / 2
+    assert passband.DetectedBandLock(RATE, 1024, gain=0.0).extend_below_hz == 0.0
+    assert passband.DetectedBandLock(
+        RATE, 1024, gain=[[4500.0, 0.6], [17000.0, 0.2], [1e9, 0.0]]).extend_below_hz == 17000.0
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((2, 2, 1024)).astype(np.float32)
+    assert lock.passes_all(2, np.array([5000.0, 9000.0])) and not lock.passes_all(
+        2, np.array([4999.0, 9000.0]))
+    out = y.copy()
+    lock.apply(x, out, 2, np.array([5000.0, 4000.0]))
+    np.testing.assert_array_equal(out[0], x[0])
+    assert not np.allclose(out[1], x[1])
+
+    audio = _white_and_lowpassed(3.0)[1:]  # detected at about 6 kHz: in the zero bucket
+    outputs, calls = {}, {}
+    for skip in (True, False):
+        net = _Counting()
+        bwe = BandwidthExtender(net, sample_rate=RATE, backend="eager")
+        bwe._band_lock = passband.DetectedBandLock(RATE, bwe.window_samples,
+                                                   gain=[[5000.0, 1.0], [1e9, 0.0]],
+                                                   skip_network=skip)
+        net.windows = 0
+        outputs[skip] = bwe.process(audio, RATE)
+        calls[skip] = net.windows
+    np.testing.assert_array_equal(outputs[True], outputs[False])
+    np.testing.assert_allclose(outputs[True], audio, atol=1e-6)  # overlap-add rounding
+    assert calls[True] == 0 < calls[False]

@@ -139,16 +139,53 @@ def test_calibrated_lock_never_loses_on_its_own_data():
     (the error is convex in the gains, and 0 and the least-squares gains are both feasible)."""
     from helpers import random_tiny
 
-    from rtbwe.training.calibrate import (GAIN_EDGES_HZ, MAX_FITTED_GAIN, SHRINK_CANDIDATES,
-                                          fit_lock)
+    from rtbwe.training.calibrate import (GAIN_EDGES_HZ, GAIN_FLOOR_CANDIDATES, MAX_FITTED_GAIN,
+                                          SHRINK_CANDIDATES, fit_lock)
 
     clips = [_broadband(1.5, 10 + i) for i in range(2)]
     fit = fit_lock(random_tiny(4), clips)
     assert fit["pairs"] > 0 and len(fit["extension_gain"]) == len(GAIN_EDGES_HZ)
     assert fit["shrink"] in SHRINK_CANDIDATES
+    assert fit["gain_floor"] in (0.0, *GAIN_FLOOR_CANDIDATES)
     assert len(fit["cross_validation"]) == len(SHRINK_CANDIDATES)
     assert all(0.0 <= g <= MAX_FITTED_GAIN for _, g in fit["extension_gain"])
     assert fit["error_fitted"] <= fit["error_without_band"] * (1 + 1e-9)
+
+
+def _pairs_with_a_blind_bucket(blind_scale: float, clips: int = 6):
+    """PairStats over two rows: bucket 0 holds a band correlated with the error, bucket 6
+    (13-17 kHz) and the top bucket a band of ``blind_scale`` x the error's size, independent
+    of it (the network knows nothing there)."""
+    from rtbwe.training.calibrate import GAIN_EDGES_HZ, PairStats
+
+    rng = np.random.default_rng(3)
+    pairs = []
+    for row in ("a", "b"):
+        for clip in range(clips):
+            e = rng.standard_normal(4000)
+            s = np.zeros((len(GAIN_EDGES_HZ), e.size))
+            s[0] = 0.8 * e + 0.5 * rng.standard_normal(e.size)
+            s[6] = blind_scale * rng.standard_normal(e.size)
+            s[-1] = blind_scale * rng.standard_normal(e.size)
+            pairs.append(PairStats(row, clip, float(e @ e), s @ e, s @ s.T))
+    return pairs
+
+
+def test_gain_floor_is_taken_only_where_the_cross_validation_cannot_see_it():
+    """A floor below 17 kHz lifts buckets that least squares leaves near 0, when it costs at
+    most FLOOR_COST_DB of the cross-validated rows; a band that costs more gets no floor, and
+    the top bucket (above 17 kHz) never gets one."""
+    from rtbwe.training.calibrate import (GAIN_FLOOR_CANDIDATES, choose_floor, floored,
+                                          least_squares_gains)
+
+    cheap = _pairs_with_a_blind_bucket(0.01)
+    floor, table = choose_floor(cheap, 0.5)
+    assert floor == max(GAIN_FLOOR_CANDIDATES) and len(table) == len(GAIN_FLOOR_CANDIDATES)
+    gains = floored(0.5 * least_squares_gains(cheap), floor)
+    assert gains[6] == floor and gains[-1] < 0.1 and gains[0] > 0.3
+    costly = _pairs_with_a_blind_bucket(1.0)
+    assert choose_floor(costly, 0.5)[0] == 0.0
+    assert np.array_equal(floored(np.zeros(8), 0.0), np.zeros(8))
 
 
 def test_gain_table_applies_per_window_cutoff():

@@ -21,8 +21,25 @@ was fitted on. On other clips they are not safe: with two folds by clip (24 vali
 arunet-small-wide), gains fitted on one half made the other half's Chebyshev-1 6 kHz row
 -2.9 dB worse. So the shipped gains are the least-squares ones times a shrink, chosen by that
 cross-validation (:func:`choose_shrink`): the best mean row among shrinks whose worst row stays
-above SAFE_ROW_DB. ``rtbwe-train export --calibrate`` stores ``extension_gain`` and
-``max_added_ratio`` in the card, with everything measured under ``calibration``.
+above SAFE_ROW_DB.
+
+Then a floor (:func:`choose_floor`). Where the network's band does not correlate with the
+truth, least squares gives it no gain, and the band stays empty. With an MSE-trained network
+that happens in the top buckets, where the missing band is mostly noise-like. ΔSNR cannot see
+a small gain there: it costs g^2 |s|^2. The spectral distance can see it: on the ninth
+session's validation captures, a gain of 0.2 above 13 kHz took the half-width student's
+LSD-HF on the 14 kHz rows from -9/-11 % to -29/-32 %, for 0.001 dB of ΔSNR. So every
+bucket below EXTEND_BELOW_HZ gets at least the largest of GAIN_FLOOR_CANDIDATES whose
+cross-validated mean and worst rows stay within FLOOR_COST_DB of no floor.
+
+No band is added at cutoffs of EXTEND_BELOW_HZ (17 kHz) and above: gain 0 there, so the lock
+returns such windows as they came in and the network need not run (MP3 at 128 kbps and
+other near-full-band input). What a band up there can give is inaudible to most listeners,
+and what it measured was a loss: on the test matrix a gain of 0.027 there moved the
+student's MP3 128 kbps row's LSD-HF from 0 to +6 % (ΔSNR +0.000 either way).
+
+``rtbwe-train export --calibrate`` stores ``extension_gain`` and ``max_added_ratio`` in the
+card, with everything measured under ``calibration``.
 """
 from __future__ import annotations
 
@@ -35,11 +52,14 @@ from rtbwe.passband import DEFAULT_MAX_ADDED_RATIO, DetectedBandLock
 
 from .matrix import matrix_rows, usable
 
-GAIN_EDGES_HZ = (4500.0, 5500.0, 7000.0, 9000.0, 11000.0, 13000.0, 1e9)  # cutoff buckets
+GAIN_EDGES_HZ = (4500.0, 5500.0, 7000.0, 9000.0, 11000.0, 13000.0, 17000.0, 1e9)  # buckets
 MAX_FITTED_GAIN = 3.0
 SHRINK_CANDIDATES = (1.0, 0.7, 0.5, 0.35, 0.25)  # the shipped gains: shrink x least squares
 SAFE_ROW_DB = -0.05        # shrinks whose cross-validated worst row is above this qualify
 WORSE_DB = -0.5            # a clip below this ΔSNR is "made worse"
+GAIN_FLOOR_CANDIDATES = (0.0, 0.1, 0.2, 0.3)  # the least gain of the buckets below ...
+EXTEND_BELOW_HZ = 17000.0  # ... this edge (upper edge at most this); gain 0 above it
+FLOOR_COST_DB = 0.002      # a floor may cost this much of the cross-validated mean / worst row
 
 
 class _RecordingLock(DetectedBandLock):
@@ -181,18 +201,27 @@ def matrix_scores(stats: list[PairStats], gains: np.ndarray) -> dict[str, dict]:
             for row, (base, error, worse, clips) in rows.items()}
 
 
-def cross_validate(stats: list[PairStats], shrinks=SHRINK_CANDIDATES) -> list[dict]:
+def floored(gains: np.ndarray, floor: float) -> np.ndarray:
+    """(buckets,) gains raised to at least ``floor`` in the buckets below EXTEND_BELOW_HZ,
+    0 in those above it."""
+    below = np.asarray(GAIN_EDGES_HZ[:len(gains)]) <= EXTEND_BELOW_HZ
+    return np.where(below, np.maximum(gains, floor), 0.0)
+
+
+def cross_validate(stats: list[PairStats], shrinks=SHRINK_CANDIDATES,
+                   floor: float = 0.0) -> list[dict]:
     """Two folds by clip (even / odd clip index): gains fitted on one fold, times each
-    shrink, scored on the other. Per shrink: the mean over folds of each row's ΔSNR, the
-    worst row, the mean row and the largest fraction of clips worse."""
+    shrink (then :func:`floored`), scored on the other. Per shrink: the mean over folds of
+    each row's ΔSNR, the worst row, the mean row and the largest fraction of clips worse."""
     folds = [[p for p in stats if p.clip % 2 == f] for f in (0, 1)]
     fitted = [least_squares_gains(folds[1 - f]) for f in (0, 1)]
     results = []
     for shrink in shrinks:
-        scored = [matrix_scores(folds[f], shrink * fitted[f]) for f in (0, 1)]
+        scored = [matrix_scores(folds[f], floored(shrink * fitted[f], floor)) for f in (0, 1)]
         rows = {row: round(float(np.mean([s[row]["dsnr_db"] for s in scored if row in s])), 3)
                 for row in set(scored[0]) | set(scored[1])}
-        results.append({"shrink": shrink, "rows_dsnr_db": dict(sorted(rows.items())),
+        results.append({"shrink": shrink, "floor": floor,
+                        "rows_dsnr_db": dict(sorted(rows.items())),
                         "worst_row_db": min(rows.values()),
                         "mean_row_db": round(float(np.mean(list(rows.values()))), 4),
                         "max_worse_fraction": max(r["worse_fraction"] for s in scored
@@ -209,14 +238,27 @@ def choose_shrink(cross_validated: list[dict]) -> float:
     return max(cross_validated, key=lambda r: r["worst_row_db"])["shrink"]
 
 
+def choose_floor(stats: list[PairStats], shrink: float,
+                 floors=GAIN_FLOOR_CANDIDATES) -> tuple[float, list[dict]]:
+    """The largest floor whose cross-validated mean row and worst row (at ``shrink``) are
+    each within FLOOR_COST_DB of no floor's; and the cross-validation row of each floor."""
+    none = cross_validate(stats, (shrink,), 0.0)[0]
+    table = [cross_validate(stats, (shrink,), floor)[0] for floor in floors]
+    ok = [0.0] + [r["floor"] for r in table
+                  if r["mean_row_db"] >= none["mean_row_db"] - FLOOR_COST_DB
+                  and r["worst_row_db"] >= none["worst_row_db"] - FLOOR_COST_DB]
+    return max(ok), table
+
+
 def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
              max_added_ratio: float | None = DEFAULT_MAX_ADDED_RATIO,
              rolloff_gate_db: tuple[float, float] | None = None, progress=None) -> dict:
     """The card's ``extension_gain`` (per bucket of GAIN_EDGES_HZ) for ``model`` on
     ``clips`` (validation clips, (samples,) each) over every usable band-limited matrix row:
     least squares on all clips, times the shrink chosen by two-fold cross-validation
-    (:func:`choose_shrink`). Returns the card fields, the cross-validation table and the
-    validation matrix (in-sample) at the shipped gains."""
+    (:func:`choose_shrink`), raised to the floor chosen the same way (:func:`choose_floor`).
+    Returns the card fields, the cross-validation tables and the validation matrix
+    (in-sample) at the shipped gains."""
     from rtbwe import BandwidthExtender
 
     from .real import own_bandwidth_hz
@@ -238,12 +280,13 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     least_squares = least_squares_gains(stats)
     cross_validated = cross_validate(stats)
     shrink = choose_shrink(cross_validated)
-    gains = shrink * least_squares
+    floor, floor_table = choose_floor(stats, shrink)
+    gains = floored(shrink * least_squares, floor)
     without = sum(p.base for p in stats)
     return {"extension_gain": [[edge, round(float(g), 4)] for edge, g in
                                zip(GAIN_EDGES_HZ, gains)],
             "max_added_ratio": max_added_ratio, "rolloff_gate_db": rolloff_gate_db,
-            "shrink": shrink,
+            "shrink": shrink, "gain_floor": floor, "floor_cross_validation": floor_table,
             "least_squares_gain": [round(float(g), 4) for g in least_squares],
             "pairs": len(stats), "cross_validation": cross_validated,
             "validation_rows": matrix_scores(stats, gains),

@@ -228,7 +228,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         card.setdefault("degradations", describe())
     if args.calibrate:  # the lock's gains and level cap, fitted on the validation split
-        from .calibrate import fit_lock
+        from .calibrate import EXTEND_BELOW_HZ, fit_lock
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
         fit = fit_lock(model, clips, rolloff_gate_db=gate,
@@ -240,7 +240,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         card["calibration"] = {**fit, "data": list(args.calibrate), "split": "validation",
                                "clips": len(clips), "clip_seconds": args.clip_seconds}
         chosen = next(c for c in fit["cross_validation"] if c["shrink"] == fit["shrink"])
-        print(f"extension gains {fit['extension_gain']} (least squares x {fit['shrink']}), "
+        print(f"extension gains {fit['extension_gain']} (least squares x {fit['shrink']}, "
+              f"at least {fit['gain_floor']} below {EXTEND_BELOW_HZ:.0f} Hz, 0 above), "
               f"max_added_ratio {fit['max_added_ratio']}, from {fit['pairs']} validation "
               f"pairs; cross-validated worst row {chosen['worst_row_db']:+.2f} dB, mean row "
               f"{chosen['mean_row_db']:+.3f} dB")
