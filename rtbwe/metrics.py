@@ -119,15 +119,19 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int | None = N
 
 
 def lsd_hf(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
-           cutoff_hz: float) -> float:
-    """Log-spectral distance over the bins strictly above ``cutoff_hz``."""
+           cutoff_hz: float, upper_hz: float | None = None) -> float:
+    """Log-spectral distance over the bins strictly above ``cutoff_hz`` (and at or below
+    ``upper_hz``, e.g. the reference's own bandwidth; None: up to Nyquist)."""
     ref, est = _pair(reference, estimate)
     if not 0 < cutoff_hz < sample_rate / 2:
         raise ValueError(f"cutoff_hz must be in (0, {sample_rate / 2}), got {cutoff_hz}")
+    if upper_hz is not None and not upper_hz > cutoff_hz:
+        raise ValueError(f"upper_hz must be above cutoff_hz={cutoff_hz}, got {upper_hz}")
     freqs = np.fft.rfftfreq(LSD_N_FFT, 1.0 / sample_rate)
     first = int(np.searchsorted(freqs, cutoff_hz, side="right"))
+    last = None if upper_hz is None else int(np.searchsorted(freqs, upper_hz, side="right"))
     return _lsd_from_logs(log_power_spectrogram(ref), log_power_spectrogram(est),
-                          slice(first, None))
+                          slice(first, last))
 
 
 def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:

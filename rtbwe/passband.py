@@ -150,8 +150,9 @@ class DetectedBandLock:
     (:func:`rtbwe.bandwidth.extension_cutoff_hz`): per window,
     ``out = input + g * highpass_cutoff(out - input)`` with the same Kaiser FIR as
     :class:`PassbandLock`; a cutoff at Nyquist (full band, or not yet known), or at and
-    above ``extend_below_hz`` (the table's top buckets of gain 0), returns the input exactly. Applied between the engine and the overlap-add, so every backend gets it
-    and streaming still equals offline.
+    above ``extend_below_hz`` (the table's top buckets of gain 0), returns the input
+    exactly. Applied between the engine and the overlap-add, so every backend gets it and
+    streaming still equals offline.
 
     The gain ``g`` of each window is a product of factors (:meth:`window_gains`; the gains and
     the write ``input + g * high`` run in the Numba kernels of :mod:`rtbwe.kernels.lock`):

@@ -133,6 +133,32 @@ def test_matrix_rows_use_only_clips_that_hold_what_they_remove():
                                [24000.0, 17000.0, 19000.0]).clips == 1
 
 
+def test_lsd_hf_to_own_bandwidth_ignores_what_the_reference_never_held():
+    """A band added above a (lossy) reference's own bandwidth counts in LSD-HF to Nyquist,
+    not in LSD-HF up to the clip's own bandwidth; below it both see the same change."""
+    from scipy import signal
+
+    from rtbwe import filters
+
+    clip = filters.lowpass(_broadband(2.0, 7), SR, 12000.0).astype(np.float32)  # own: 12 kHz
+    rng = np.random.default_rng(1)
+    hiss = signal.sosfiltfilt(signal.butter(8, 17000.0, "highpass", fs=SR, output="sos"),
+                              0.05 * rng.standard_normal(clip.size))
+    row = matrix.matrix_rows()["butter-6 8 kHz"]
+
+    def above_own(x):
+        return (x + hiss).astype(np.float32), 8000.0
+
+    result = matrix.evaluate_row("butter-6 8 kHz", row, [clip], above_own, SR, [11000.0])
+    assert result.lsd_hf_out > result.lsd_hf_in + 0.1          # the hiss counts to Nyquist
+    assert abs(result.lsd_own_out - result.lsd_own_in) < 0.01  # not up to 11 kHz
+    same = matrix.evaluate_row("butter-6 8 kHz", row, [clip], lambda x: (x, 8000.0), SR,
+                               [12000.0])
+    assert same.lsd_own_out == same.lsd_own_in and np.isfinite(same.lsd_own_in)
+    full = matrix.evaluate_row("full band", None, [clip], lambda x: (x, None), SR, [24000.0])
+    assert np.isnan(full.lsd_own_in) and "—" in matrix.markdown_table([full], "t")
+
+
 def test_calibrated_lock_never_loses_on_its_own_data():
     """Least-squares gains per bucket of cutoff times the cross-validated shrink: within
     range, and the pooled error with them is never above the lock's without an added band

@@ -67,6 +67,11 @@ class RowResult:
     lsd_hf_out: float
     bandwidth_hz: float
     clips: int = 0
+    # LSD-HF from the detected cutoff up to each clip's own bandwidth only (a lossy reference
+    # holds nothing above its encoder's low-pass, so a band added there counts as error in
+    # lsd_hf_*, though no full-band original would lack it); NaN on the full-band row
+    lsd_own_in: float = float("nan")
+    lsd_own_out: float = float("nan")
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -77,6 +82,9 @@ def pooled_snr_db(references: list[np.ndarray], estimates: list[np.ndarray]) -> 
     error = sum(float(np.sum((r.astype(np.float64) - e) ** 2))
                 for r, e in zip(references, estimates))
     return 10 * np.log10(signal / max(error, 1e-30))
+
+
+OWN_BAND_MIN_HZ = 500.0  # LSD-HF to own bandwidth: only clips holding this much above the cutoff
 
 
 def usable(degradation: Degradation | None, own_bandwidth_hz: float, sample_rate: int) -> bool:
@@ -92,9 +100,10 @@ def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndar
                  sample_rate: int, own_bandwidths_hz: list[float] | None = None) -> RowResult:
     """``run`` maps one degraded clip (samples,) to (output, detected bandwidth Hz). With
     ``own_bandwidths_hz``, only the clips :func:`usable` for the row count."""
+    own = own_bandwidths_hz or [sample_rate / 2] * len(clips)
     if own_bandwidths_hz is not None:
-        clips = [c for c, bw in zip(clips, own_bandwidths_hz)
-                 if usable(degradation, bw, sample_rate)]
+        kept = [(c, bw) for c, bw in zip(clips, own) if usable(degradation, bw, sample_rate)]
+        clips, own = [c for c, _ in kept], [bw for _, bw in kept]
     if not clips:
         nan = float("nan")
         return RowResult(name, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0)
@@ -112,13 +121,22 @@ def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndar
                                for r, x, c in zip(refs, inputs, hf)]))
     lsd_hf_out = float(np.mean([metrics.lsd_hf(r, o, sample_rate, c)
                                 for r, o, c in zip(refs, outputs, hf)]))
+    own_in, own_out = float("nan"), float("nan")
+    if degradation is not None:
+        pairs = [(r, x, o, c, u) for r, x, o, c, u in zip(refs, inputs, outputs, hf, own)
+                 if u > c + OWN_BAND_MIN_HZ]
+        if pairs:
+            own_in = float(np.mean([metrics.lsd_hf(r, x, sample_rate, c, min(u, sample_rate / 2))
+                                    for r, x, _, c, u in pairs]))
+            own_out = float(np.mean([metrics.lsd_hf(r, o, sample_rate, c, min(u, sample_rate / 2))
+                                     for r, _, o, c, u in pairs]))
     return RowResult(
         name, snr_in, snr_out, snr_out - snr_in if degradation is not None else snr_out,
         float(np.mean([d < -0.5 for d in per_clip])) if degradation is not None else
         float(np.mean([d < 40.0 for d in per_clip])),
         float(np.mean([metrics.lsd(r, x, sample_rate) for r, x in zip(refs, inputs)])),
         float(np.mean([metrics.lsd(r, o, sample_rate) for r, o in zip(refs, outputs)])),
-        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)), len(clips))
+        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)), len(clips), own_in, own_out)
 
 
 def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | None]]:
@@ -149,11 +167,18 @@ def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None =
     return results
 
 
+def _own_cell(r: RowResult) -> str:
+    if not np.isfinite(r.lsd_own_in):
+        return "—"
+    change = 100 * (r.lsd_own_out / r.lsd_own_in - 1)
+    return f"{r.lsd_own_in:.3f} → {r.lsd_own_out:.3f} ({change:+.0f} %)"
+
+
 def markdown_table(results: list[RowResult], title: str) -> str:
     lines = [f"### {title}", "",
              "| input | clips | detected bandwidth | SNR in (dB) | SNR out (dB) | ΔSNR (dB) | "
-             "clips worse | LSD in → out | LSD-HF in → out |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "clips worse | LSD in → out | LSD-HF in → out | LSD-HF to own bandwidth |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in results:
         full = r.name == "full band"
         lines.append(
@@ -161,5 +186,5 @@ def markdown_table(results: list[RowResult], title: str) -> str:
             f"{'—' if full else f'{r.snr_in_db:.2f}'} | {r.snr_out_db:.2f} | "
             f"{'(out vs in) ' + f'{r.dsnr_db:.1f}' if full else f'{r.dsnr_db:+.2f}'} | "
             f"{r.worse_fraction:.0%} | {r.lsd_in:.3f} → {r.lsd_out:.3f} | "
-            f"{r.lsd_hf_in:.3f} → {r.lsd_hf_out:.3f} |")
+            f"{r.lsd_hf_in:.3f} → {r.lsd_hf_out:.3f} | {_own_cell(r)} |")
     return "\n".join(lines) + "\n"
