@@ -175,9 +175,18 @@ def bandwidth_note(bwe) -> str:
     bandwidth_hz = getattr(bwe, "input_bandwidth_hz", None)
     if bandwidth_hz is None:
         return ""
-    if bandwidth_hz >= FULL_BAND_FRACTION * getattr(bwe, "sample_rate", 48000) / 2:
+    sample_rate = getattr(bwe, "sample_rate", 48000)
+    if bandwidth_hz >= FULL_BAND_FRACTION * sample_rate / 2:
         return "; input is full band: passed through unchanged"
-    return f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
+    note = f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
+    gain = getattr(bwe, "extension_gain", None)
+    if gain is not None and getattr(bwe, "passband", "detected") == "detected":
+        from .passband import DetectedBandLock
+
+        limit_hz = DetectedBandLock(sample_rate, 1024, gain=gain).extend_below_hz
+        if bandwidth_hz >= limit_hz:  # the card's gain table adds nothing up there
+            note += f" (nothing is added above {limit_hz / 1000:.0f} kHz: passed through)"
+    return note
 
 
 @contextmanager

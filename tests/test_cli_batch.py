@@ -176,3 +176,12 @@ def test_input_bandwidth_is_reported_once_known():
 
     assert cli_process.bandwidth_note(object()) == ""  # before issue 11's attribute exists
     assert cli_process.bandwidth_note(Estimated()) == "; input band-limited at about 6.0 kHz"
+
+    class NearFull(Estimated):  # a card that adds no band above 17 kHz (ninth session)
+        input_bandwidth_hz = 17900.0
+        extension_gain = [[4500.0, 0.6], [17000.0, 0.2], [1e9, 0.0]]
+        passband = "detected"
+    assert cli_process.bandwidth_note(NearFull()) == (
+        "; input band-limited at about 17.9 kHz (nothing is added above 17 kHz: passed through)")
+    NearFull.input_bandwidth_hz = 16000.0
+    assert cli_process.bandwidth_note(NearFull()) == "; input band-limited at about 16.0 kHz"
