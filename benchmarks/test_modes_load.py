@@ -4,9 +4,11 @@
     pytest benchmarks/test_modes_load.py -k as-is         # one
 
 Contenders (backend ``onnx``, 1 thread, mono, host block = the mode's hop): the shipped
-default at 1024/512 (default), 1024/768 (hop 3/4) and 448/224 (low latency), and the cheaper
-student ``arunet-small-half-wide`` (training/distill.py) at 1024/512 and 1024/768 when its card
-is installed (``RTBWE_STUDENT`` names another card or path). All of them are interleaved block
+default at 1024/512, 1024/768 (the default hop, 3/4) and 448/224 (low latency), and a second
+model at 1024/512 and 1024/768 when its card is installed: ``arunet-small-wide``, the default
+before the ninth session, twice the default's widths (``RTBWE_OTHER`` names another card or
+path; rows ``other-*``). Before the ninth session the default was arunet-small-wide and the
+second model the half-width student, under ``student-*``. All of them are interleaved block
 by block in one process, each fed its own hop of noise at -20 dBFS low-passed at 6 kHz (since
 the eighth session; full-band noise before, which the lock passes through, so those runs left
 out the lock's work), so a load change moves every row together; ``WARMUP_ROUNDS`` warm-up
@@ -36,7 +38,7 @@ RATE = 48000
 ROUNDS = 1500           # per contender: 32 s of audio at hop 1024, 7 s at hop 224
 WARMUP_ROUNDS = 120     # 0.56 s at hop 224: the lock works on every timed window
 SETTLE_S = 15.0         # busy loops run this long before timing starts
-STUDENT = os.environ.get("RTBWE_STUDENT", "arunet-small-half-wide")
+OTHER = os.environ.get("RTBWE_OTHER", "arunet-small-wide")
 LOWPASS_HZ = 6000.0     # band-limited input: the network and the lock work on every window
 
 
@@ -48,11 +50,11 @@ def _contenders() -> dict[str, tuple[str, int, int]]:
     from rtbwe.weights import ModelLoadingError, resolve
 
     try:
-        resolve(STUDENT)
+        resolve(OTHER)
     except ModelLoadingError:
         return out
-    out.update({"student-1024/512": (STUDENT, 1024, 512),
-                "student-1024/768": (STUDENT, 1024, 768)})
+    out.update({"other-1024/512": (OTHER, 1024, 512),
+                "other-1024/768": (OTHER, 1024, 768)})
     return out
 
 

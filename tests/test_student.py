@@ -26,14 +26,24 @@ def test_card_is_the_half_width_student_of_the_default(student):
     assert card["model_kwargs"]["condition_bands"] == load_model("default").condition_bands
     assert card["training"]["distill_from"].endswith("arunet-small-wide.json")
     assert card["training"]["degradations"] == "wide"
-    assert models.count_parameters(student) * 3 < models.count_parameters(load_model("default"))
+    assert (models.count_parameters(student) * 3
+            < models.count_parameters(load_model("arunet-small-wide")))
     assert "extension_gain" in card and "max_added_ratio" in card  # calibrated at export
 
 
-def test_fast_names_the_student(student):
-    fast = load_model("fast")
-    assert fast.card["sha256"] == student.card["sha256"]
-    assert BandwidthExtender("fast").extension_gain == student.card["extension_gain"]
+def test_default_and_fast_name_the_student_trained_with_a_spectral_term(student):
+    """Since the ninth session the default is a half-width student too: the shipped student
+    trained on with a log-spectral term (training/configs/arunet-small-half-wide-spectral3.toml);
+    `fast` names the same weights, and the earlier ones stay under their names."""
+    default, fast = load_model("default"), load_model("fast")
+    assert default.card["sha256"] == fast.card["sha256"] != student.card["sha256"]
+    assert default.card["name"] == "arunet-small-half-wide-spectral"
+    assert default.card["model_kwargs"] == student.card["model_kwargs"]
+    assert default.card["training"]["spectral_loss_weight"] > 0
+    assert default.card["training"]["init_from"].endswith("arunet-small-half-wide.json")
+    assert default.card["continued_from"]["sha256"] == student.card["sha256"]
+    assert BandwidthExtender("fast").extension_gain == default.card["extension_gain"]
+    assert load_model("arunet-small-wide").card["sha256"] != default.card["sha256"]
 
 
 def test_onnx_equals_eager_on_its_windows(student):
