@@ -181,9 +181,9 @@ def bandwidth_note(bwe) -> str:
     note = f"; input band-limited at about {bandwidth_hz / 1000:.1f} kHz"
     gain = getattr(bwe, "extension_gain", None)
     if gain is not None and getattr(bwe, "passband", "detected") == "detected":
-        from .passband import DetectedBandLock
+        from .passband import extend_below_hz
 
-        limit_hz = DetectedBandLock(sample_rate, 1024, gain=gain).extend_below_hz
+        limit_hz = extend_below_hz(gain, sample_rate)
         if bandwidth_hz >= limit_hz:  # the card's gain table adds nothing up there
             note += f" (nothing is added above {limit_hz / 1000:.0f} kHz: passed through)"
     return note

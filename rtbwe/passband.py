@@ -137,6 +137,26 @@ def band_responses(sample_rate: int, low_hz: np.ndarray, high_hz: np.ndarray | N
     return np.stack([_band_response(int(sample_rate), lo, hi, n_fft, taps) for lo, hi in keys])
 
 
+def gain_table(gain: float | list) -> tuple[np.ndarray, np.ndarray]:
+    """A card's ``extension_gain`` (a number, or ``[[up_to_hz, gain], ...]``) -> (edges,)
+    upper edges in Hz and (edges + 1,) gains, the last (1.0) for cutoffs above every edge."""
+    table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
+    return (np.array([float(edge) for edge, _ in table]),
+            np.array([float(g) for _, g in table] + [1.0]))
+
+
+def extend_below_hz(gain: float | list, sample_rate: int) -> float:
+    """The lowest cutoff from which the gain table ``gain`` adds nothing up to Nyquist (its top
+    buckets have gain 0; a card adds no band above 17 kHz); Nyquist when the top bucket adds.
+    A window whose cutoff is at or above it comes out of :class:`DetectedBandLock` as it went
+    in, like a full-band one."""
+    edges, gains = gain_table(gain)
+    lower = np.concatenate([[0.0], edges])
+    upper = np.append(edges, np.inf)
+    adding = np.flatnonzero((gains > 0) & (lower < sample_rate / 2))
+    return min(float(upper[adding[-1]]), sample_rate / 2) if adding.size else 0.0
+
+
 GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain -> no gain
 # the roll-off gate's (full gain, no gain) thresholds chosen on the validation captures among
 # (-12, -16) ... (-2, -6) dB (seventh session, docs/training.md). Not enabled in the shipped
@@ -185,16 +205,10 @@ class DetectedBandLock:
         # network made of it: a batch with no other window need not run the network
         # (rtbwe.streaming.WindowPath); False runs it anyway (a constant cost, for benchmarks)
         self.skip_network = bool(skip_network)
-        table = gain if isinstance(gain, (list, tuple)) else [[float("inf"), gain]]
-        self.gain_edges_hz = np.array([float(edge) for edge, _ in table])
-        self.gains = np.array([float(g) for _, g in table] + [1.0])
-        # a window whose cutoff is at Nyquist, or in the table's top buckets of gain 0 (a
-        # card adds no band above 17 kHz), is returned as it came in: cutoffs from here up
-        lower = np.concatenate([[0.0], self.gain_edges_hz])
-        upper = np.append(self.gain_edges_hz, np.inf)
-        adding = np.flatnonzero((self.gains > 0) & (lower < sample_rate / 2))
-        self.extend_below_hz = (min(upper[adding[-1]], sample_rate / 2) if adding.size
-                                else 0.0)
+        self.gain_edges_hz, self.gains = gain_table(gain)
+        # windows with cutoffs from here up (Nyquist, or the table's top buckets of gain 0)
+        # are returned as they came in
+        self.extend_below_hz = extend_below_hz(gain, self.sample_rate)
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
