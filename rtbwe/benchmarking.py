@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import kernels
+from . import filters, kernels
 from .kernels import reference
 from .processor import DEFAULT_HOP_MS, DEFAULT_WINDOW_MS, BandwidthExtender
 
@@ -109,10 +109,11 @@ class InterleavedStreams:
     per round (:meth:`one_round`), so a moving machine load spreads over all of them alike.
 
     ``extenders``: name -> BandwidthExtender; ``channels``: (channels, hop) blocks; 16 blocks
-    per extender, drawn with ``seed``, repeated. ``lowpass_hz``: the noise holds nothing above
-    this frequency (zeroed rfft bins of the 16 blocks as one periodic signal, so the repeats
-    join without a click and the detected-band lock works on every window); None: full band,
-    which the lock passes through."""
+    per extender, drawn with ``seed``, repeated. ``lowpass_hz``: the noise is low-passed there
+    by a zero-phase Butterworth 6's magnitude response (on the rfft bins of the 16 blocks as
+    one periodic signal, so the repeats join without a click; the detected-band lock and its
+    skirt boost work on every window; a brick wall before the tenth session, which left the
+    boost out); None: full band, which the lock passes through."""
 
     def __init__(self, extenders: dict[str, BandwidthExtender], channels: int,
                  sample_rate: int, seed: int, lowpass_hz: float | None = None):
@@ -124,7 +125,9 @@ class InterleavedStreams:
             blocks = [0.1 * rng.standard_normal((channels, hop)) for _ in range(16)]
             if lowpass_hz is not None:
                 spectrum = np.fft.rfft(np.concatenate(blocks, axis=1), axis=-1)
-                spectrum[:, np.fft.rfftfreq(16 * hop, 1.0 / sample_rate) >= lowpass_hz] = 0.0
+                freqs_hz = np.fft.rfftfreq(16 * hop, 1.0 / sample_rate)
+                spectrum *= 10 ** (filters.zero_phase_response_db(
+                    sample_rate, lowpass_hz, "butter", 6, freqs_hz) / 20)
                 joined = np.fft.irfft(spectrum, 16 * hop, axis=-1)
                 joined *= 0.1 / np.sqrt(np.mean(joined ** 2))
                 blocks = np.split(joined, 16, axis=1)
@@ -233,7 +236,7 @@ def window_quality(model: torch.nn.Module | str, window_samples: int, hop_sample
     strided network's output depends on where the signal falls on the grid. Also returns the
     whole-signal ΔSNR (no windows) as ``{filter}_whole_dsnr``, the ceiling of any geometry.
     """
-    from . import filters, metrics
+    from . import metrics
 
     bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu",
                             window_ms=1000 * window_samples / sample_rate,

@@ -186,6 +186,9 @@ def bandwidth_note(bwe) -> str:
         limit_hz = extend_below_hz(gain, sample_rate)
         if bandwidth_hz >= limit_hz:  # the card's gain table adds nothing up there
             note += f" (nothing is added above {limit_hz / 1000:.0f} kHz: passed through)"
+    boost_hz = getattr(getattr(bwe, "stats", None), "skirt_boost_hz", None)
+    if boost_hz is not None:
+        note += f"; its gentle roll-off boosted back up to {boost_hz / 1000:.1f} kHz"
     return note
 
 

@@ -24,7 +24,7 @@ keeps every rfft bin's average (one float64 per bin and channel), so it serves b
 and the bandwidth detection from one spectrum.
 
 Training draws the same vector from the clean audio's per-bin frame powers times the
-degradation filter's power response (:func:`filtered_band_power`), which is how the
+degradation filter's power response (``training/clip_conditions.py``), which is how the
 filtered signal's frame powers look, without filtering seconds of audio per segment.
 """
 from __future__ import annotations
@@ -297,6 +297,10 @@ class SpectrumTracker:
         self.bandwidth_hz = np.full(channels, np.nan)
         self.reference_db = np.zeros(channels)  # band_ratio_db of the latest detection
         self.widest_hz: float | None = None
+        # the skirt gain (rtbwe.skirt) of the latest detection per channel, (channels, bins),
+        # computed only when a lock asks for it (skirt_eq)
+        self.skirt_eq = False
+        self.skirt_gain = np.zeros((channels, bins))
         self.nyquist_hz = sample_rate / 2.0
         self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
         self._hann = _hann(window_samples)
@@ -322,8 +326,15 @@ class SpectrumTracker:
         self.frames_seen = 0
         self.bandwidth_hz.fill(np.nan)
         self.reference_db.fill(0.0)
+        self.skirt_gain.fill(0.0)
         self.widest_hz = None
         self._cutoff_hz.fill(self.nyquist_hz)
+
+    def skirt_top_hz(self) -> float | None:
+        """The highest frequency the held skirt gains boost (any channel); None: none."""
+        boosted = np.flatnonzero(self.skirt_gain.any(axis=0))
+        return (float(boosted[-1] * self.sample_rate / self.window_samples) if boosted.size
+                else None)
 
     def _due_frames(self, num_frames: int) -> list[int]:
         """Which of the next ``num_frames`` frames (0-based) re-detect the bandwidth: those
@@ -334,7 +345,8 @@ class SpectrumTracker:
 
     def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray | None,
                cutoffs_hz: np.ndarray | None = None,
-               contrast: tuple[np.ndarray, ...] | None = None) -> None:
+               contrast: tuple[np.ndarray, ...] | None = None,
+               skirts: np.ndarray | None = None) -> None:
         """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
         rows in the same order, (channels * num_frames, condition_bands) float32 (None for
         an unconditioned model), ``cutoffs_hz`` (channels * num_frames,) float64: where
@@ -342,7 +354,9 @@ class SpectrumTracker:
         and ``contrast``: two or three (channels * num_frames,) float64 arrays that receive
         each window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
-        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff."""
+        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff;
+        ``skirts`` (channels * num_frames, bins) float64 receives each window's skirt gain
+        (``skirt_eq`` must be set before the first update)."""
         rows = self.channels * num_frames
         if rows == 0:
             return
@@ -361,10 +375,13 @@ class SpectrumTracker:
         self.frames_seen += num_frames
         cutoff, reference_db = self._row_cutoff_hz[:rows], self._row_reference_db[:rows]
         if due:
-            self._detect(averaged[:rows], num_frames, due, cutoff, reference_db)
+            self._detect(averaged[:rows], num_frames, due, cutoff, reference_db, skirts)
         else:
             cutoff.reshape(self.channels, num_frames)[:] = self._cutoff_hz[:, None]
             reference_db.reshape(self.channels, num_frames)[:] = self.reference_db[:, None]
+            if skirts is not None:
+                skirts[:rows].reshape(self.channels, num_frames, -1)[:] = \
+                    self.skirt_gain[:, None]
         if cutoffs_hz is not None:
             cutoffs_hz[:rows] = cutoff
         if contrast is not None:
@@ -383,10 +400,13 @@ class SpectrumTracker:
                                   self._band_power, out)
 
     def _detect(self, averaged: np.ndarray, num_frames: int, due: list[int],
-                cutoff: np.ndarray, reference_db: np.ndarray) -> None:
+                cutoff: np.ndarray, reference_db: np.ndarray,
+                skirts: np.ndarray | None = None) -> None:
         """Bandwidth detection at the ``due`` frames of this call; fills each row's cutoff
-        and reference (rows, channel-major) and updates the held per-channel values."""
+        and reference (rows, channel-major), and skirt gain when asked, and updates the held
+        per-channel values."""
         from .bandwidth import detect_bandwidth_hz, extension_cutoff_hz
+        from .skirt import skirt_gain
 
         channels = self.channels
         at_due = averaged.reshape(channels, num_frames, -1)[:, due].reshape(
@@ -396,54 +416,24 @@ class SpectrumTracker:
         self.kernels.window_contrast(at_due, len(found), extension_cutoff_hz(
             found, self.sample_rate), np.zeros(len(found)), self.sample_rate /
             self.window_samples, self.nyquist_hz, CONTRAST_GUARD, found_db, below)
+        skirt = (skirt_gain(at_due, found, self.sample_rate, self.window_samples).reshape(
+            channels, len(due), -1) if self.skirt_eq else None)
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))
         held_db = reference_db.reshape(channels, num_frames)
+        held_skirt = (None if skirts is None or skirt is None else
+                      skirts[:channels * num_frames].reshape(channels, num_frames, -1))
         latest = np.searchsorted(due, np.arange(num_frames), side="right") - 1
         for f in range(num_frames):  # the latest detection at or before each frame
             bandwidth[:, f] = found[:, latest[f]] if latest[f] >= 0 else self.bandwidth_hz
             held_db[:, f] = found_db[:, latest[f]] if latest[f] >= 0 else self.reference_db
+            if held_skirt is not None:
+                held_skirt[:, f] = skirt[:, latest[f]] if latest[f] >= 0 else self.skirt_gain
         self.bandwidth_hz = bandwidth[:, -1].copy()
         self.reference_db = held_db[:, -1].copy()
+        if skirt is not None:
+            self.skirt_gain = skirt[:, -1].copy()
         self._cutoff_hz = extension_cutoff_hz(self.bandwidth_hz, self.sample_rate)
         widest = np.nanmax(self.bandwidth_hz, initial=-1.0)
         self.widest_hz = float(widest) if widest > 0 else None
         cutoff[:] = extension_cutoff_hz(bandwidth.reshape(-1), self.sample_rate)
-
-
-def signal_bin_power(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,
-                     hop_samples: int = 512, chunk_frames: int = 4096) -> np.ndarray:
-    """Banded bin powers of every frame of a whole signal: (samples,) -> (frames, bins)
-    float32 (frame k = samples [k * hop, k * hop + window); a short signal is zero-padded
-    to one frame). Computed ``chunk_frames`` frames at a time to bound memory."""
-    audio = np.asarray(audio)
-    if audio.shape[-1] < window_samples:
-        audio = np.pad(audio, (0, window_samples - audio.shape[-1]))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, window_samples)[::hop_samples]
-    out = np.empty((len(frames), len(bin_frequencies_hz(sample_rate, window_samples))),
-                   np.float32)
-    for i in range(0, len(frames), chunk_frames):
-        out[i:i + chunk_frames] = bin_power(frames[i:i + chunk_frames], sample_rate)
-    return out
-
-
-def clip_condition(audio: np.ndarray, sample_rate: int, window_samples: int = 1024,
-                   hop_samples: int = 512) -> np.ndarray:
-    """One condition for a whole clip (samples,) -> (NUM_BANDS,): the plain mean of its
-    frame powers (the offline ideal, used for whole-clip inference and validation)."""
-    power = signal_bin_power(audio, sample_rate, window_samples, hop_samples)
-    mean = power.mean(axis=0, dtype=np.float64)
-    return to_condition(pool_bands(mean, sample_rate, window_samples))
-
-
-def filtered_band_power(clean_bin_power: np.ndarray, gain: np.ndarray, sample_rate: int,
-                        window_samples: int) -> np.ndarray:
-    """Band powers of a filtered signal from the clean one's bin powers (..., bins) and the
-    filter's power gain per bin (bins,) (the zero-phase response squared)."""
-    return pool_bands(clean_bin_power * gain, sample_rate, window_samples)
-
-
-def bin_frequencies_hz(sample_rate: int, window_samples: int) -> np.ndarray:
-    """(bins,) centre frequencies of the banded bins."""
-    first, last, _ = band_bins(sample_rate, window_samples)
-    return np.fft.rfftfreq(window_samples, 1.0 / sample_rate)[first:last]

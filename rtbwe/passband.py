@@ -34,6 +34,7 @@ from torch import nn
 
 from . import kernels
 from .conditioning import condition_bands
+from .skirt import skirt_boost, skirt_responses
 
 DEFAULT_TAPS = 255  # about 0.5 kHz transition at 48 kHz with Kaiser beta 8 (-80 dB stopband)
 KAISER_BETA = 8.0
@@ -194,12 +195,17 @@ class DetectedBandLock:
       (:func:`rtbwe.conditioning.octave_rolloff_db`, the tracker's third contrast value), the
       input is dark all the way down and its missing band holds almost nothing: gain 1 down
       to ``full_db``, 0 from ``off_db``, linear in dB between.
+
+    With ``skirt_eq`` (a card's ``skirt_eq``), each extended window's input is also boosted
+    just above its cutoff where a gentle filter left the band attenuated but present
+    (:mod:`rtbwe.skirt`, from the tracker's skirt gain per window), under the same gate on
+    new content; the calibrated gains apply to the network's band only.
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
                  gain: float | list = 1.0, max_added_ratio: float | None = None,
                  gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None,
-                 skip_network: bool = True):
+                 skip_network: bool = True, skirt_eq: bool = False):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
         # the lock returns a window whose cutoff is at Nyquist as it came in, whatever the
         # network made of it: a batch with no other window need not run the network
@@ -211,6 +217,8 @@ class DetectedBandLock:
         self.extend_below_hz = extend_below_hz(gain, self.sample_rate)
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
+        self.skirt_eq = bool(skirt_eq)
+        self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
             float(rolloff_gate_db[0]), float(rolloff_gate_db[1]))
         # the linear convolution's length, rounded up to a fast FFT size (1,280 for 1024 + 255
@@ -269,11 +277,12 @@ class DetectedBandLock:
         return not (cutoffs_hz[:rows] < self.extend_below_hz).any()
 
     def apply(self, inputs: np.ndarray, outputs: np.ndarray, rows: int,
-              cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None
-              ) -> None:
+              cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None,
+              skirts: np.ndarray | None = None) -> None:
         """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place.
         ``contrast``: the tracker's (excess_db, below_power[, rolloff_db]) per row, for the
-        gates and the cap."""
+        gates and the cap; ``skirts`` (>= rows, bins): the tracker's skirt gain per row (used
+        with ``skirt_eq``)."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.extend_below_hz
         if extend.all():  # the streaming case: views, no copies
@@ -287,6 +296,44 @@ class DetectedBandLock:
         factors = [np.ascontiguousarray(c[:rows][index]) for c in contrast] if contrast else []
         gains = self.window_gains(cutoff[index], high, *factors)
         self.kernels.add_gained(inputs, outputs, high, gains, rows_index)
+        if self.skirt_eq and skirts is not None:
+            excess = factors[0] if factors and self.gate else None
+            self.add_skirt(inputs, outputs, rows_index, skirts[:rows][index], excess)
+
+    def skirt_added(self, inputs: np.ndarray, skirts: np.ndarray,
+                    excess_db: np.ndarray | None) -> np.ndarray:
+        """inputs (rows, window_samples) float32, their skirt gains (rows, bins) and excess
+        (rows,) or None -> (rows, window_samples) float32: what :mod:`rtbwe.skirt` adds to each
+        window, times the gate on new content."""
+        responses = np.stack([self._skirt_response(row) for row in skirts])
+        boost = skirt_boost(inputs, responses, self.taps, self.n_fft)
+        if excess_db is not None:
+            gate = np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB), 0.0, 1.0)
+            boost *= gate.astype(np.float32)[:, None]
+        return boost
+
+    def add_skirt(self, inputs: np.ndarray, outputs: np.ndarray, rows_index: np.ndarray,
+                  skirts: np.ndarray, excess_db: np.ndarray | None) -> None:
+        """outputs[rows_index] += :meth:`skirt_added` of inputs[rows_index], for the rows
+        whose skirt gain is not all zero."""
+        active = np.flatnonzero(skirts.any(axis=1))
+        if active.size == 0:
+            return
+        rows = np.asarray(rows_index)[active]
+        outputs[rows] += self.skirt_added(inputs[rows], skirts[active],
+                                          None if excess_db is None else excess_db[active])
+
+    def _skirt_response(self, gain: np.ndarray) -> np.ndarray:
+        """(bins,) skirt gain -> its FIR spectrum on this lock's FFT grid, cached (a held
+        detection repeats the same gain hop after hop)."""
+        key = gain.tobytes()
+        response = self._skirt_cache.get(key)
+        if response is None:
+            if len(self._skirt_cache) >= 64:
+                self._skirt_cache.clear()
+            response = skirt_responses(gain[None], self.n_fft, self.taps)[0]
+            self._skirt_cache[key] = response
+        return response
 
     def _row_numbers(self, rows: int) -> np.ndarray:
         """np.arange(rows), int64, cached across hops."""

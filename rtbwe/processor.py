@@ -28,7 +28,9 @@ from torch import nn
 
 from . import kernels
 from .engine import InferenceEngine, load_torchscript
-from .passband import DEFAULT_MAX_ADDED_RATIO
+# the card's lock settings; the checks stay importable from here
+from .card_lock import (MAX_EXTENSION_GAIN, extension_gains, lock_settings,  # noqa: F401
+                        max_added_ratio, rolloff_gate_db)
 from .streaming import ProcessorStats, StreamState, make_tracker, process_offline
 
 # Defaults chosen by measurement (benchmarks/test_window.py, test_streaming.py; numbers in
@@ -141,51 +143,6 @@ def check_buffer_size(buffer_size: int) -> int:
     return int(buffer_size)
 
 
-MAX_EXTENSION_GAIN = 4.0
-
-
-def extension_gains(value) -> list:
-    """A card's ``extension_gain`` (a number, or ``[[up_to_hz, gain], ...]`` with rising
-    edges) as a checked table; anything malformed or non-finite means gain 1 (untrusted
-    input), and gains are clipped to [0, MAX_EXTENSION_GAIN]."""
-    def gain(g) -> float:
-        return float(min(max(float(g), 0.0), MAX_EXTENSION_GAIN))
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
-            return [[float("inf"), gain(value)]]
-        table = [[float(edge), gain(g)] for edge, g in value][:32]
-        edges = [edge for edge, _ in table]
-        if table and all(np.isfinite(g) for _, g in table) and edges == sorted(edges) \
-                and not any(np.isnan(edges)):
-            return table
-    except (TypeError, ValueError):
-        pass
-    return [[float("inf"), 1.0]]
-
-
-def max_added_ratio(value) -> float | None:
-    """A card's ``max_added_ratio`` (the detected-band lock's level cap, see
-    :class:`rtbwe.passband.DetectedBandLock`): a positive finite number, or None for no cap;
-    anything else (untrusted input) means the library's default."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            np.isfinite(value) and value > 0:
-        return float(value)
-    return DEFAULT_MAX_ADDED_RATIO
-
-
-def rolloff_gate_db(value) -> tuple[float, float] | None:
-    """A card's ``rolloff_gate_db`` (the lock's optional roll-off gate): ``[full_db, off_db]``,
-    finite, ``full_db > off_db``; anything else (absent, or malformed) means no gate."""
-    try:
-        full_db, off_db = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    valid = bool(np.isfinite([full_db, off_db]).all()) and full_db > off_db
-    return (full_db, off_db) if valid else None
-
-
 def first_nonfinite(audio: np.ndarray) -> tuple[int, int] | None:
     """(channel, sample) of the earliest NaN/Inf in (channels, samples) audio, or None."""
     bad = ~np.isfinite(audio)
@@ -249,18 +206,10 @@ class BandwidthExtender:
             module = PassbandLock(module, self.sample_rate, self.keep_below_hz)
         self.passband = "fixed" if self.keep_below_hz is not None else passband
         # the detected-band lock, with the card's calibrated gain on the added band
-        card = getattr(module, "card", None)
-        self.extension_gain = extension_gains(card.get("extension_gain", 1.0)
-                                              if isinstance(card, dict) else 1.0)
-        self.max_added_ratio = max_added_ratio(
-            card.get("max_added_ratio", DEFAULT_MAX_ADDED_RATIO) if isinstance(card, dict)
-            else DEFAULT_MAX_ADDED_RATIO)
-        self.rolloff_gate_db = rolloff_gate_db(card.get("rolloff_gate_db")
-                                               if isinstance(card, dict) else None)
-        self._band_lock = ({"gain": self.extension_gain, "max_added_ratio": self.max_added_ratio,
-                            "rolloff_gate_db": self.rolloff_gate_db,
-                            "skip_network": skip_full_band}
-                           if self.passband == "detected" else False)
+        settings = lock_settings(getattr(module, "card", None), skip_full_band)
+        self.extension_gain, self.max_added_ratio = settings["gain"], settings["max_added_ratio"]
+        self.rolloff_gate_db, self.skirt_eq = settings["rolloff_gate_db"], settings["skirt_eq"]
+        self._band_lock = settings if self.passband == "detected" else False
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))
         if not 0 < self.hop_samples <= self.window_samples:

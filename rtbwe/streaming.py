@@ -53,6 +53,7 @@ class ProcessorStats:
     passed_windows: int = 0            # windows the lock kept whole without the network
     engine_seconds: float = 0.0        # wall time inside the network
     input_bandwidth_hz: float | None = None  # detected bandwidth (widest channel); None: unknown
+    skirt_boost_hz: float | None = None  # top of the skirt boost (rtbwe.skirt); None: no boost
 
     def count_batch(self, rows: int, seconds: float) -> None:
         self.batches += 1
@@ -107,13 +108,20 @@ class WindowPath:
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
         self.contrast = None if off else tuple(
             np.zeros(rows) for _ in range(3 if self.lock.needs_rolloff else 2))
+        # each window's skirt gain (rtbwe.skirt), when the lock boosts a gentle filter's skirt
+        self.skirts = None
+        if self.lock is not None and self.lock.skirt_eq:
+            tracker.skirt_eq = True
+            self.skirts = np.zeros((rows, window_samples // 2 + 1))
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""
         rows = self.tracker.channels * num_frames
         self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz,
-                            self.contrast)
+                            self.contrast, self.skirts)
         stats.input_bandwidth_hz = self.tracker.widest_hz
+        if self.skirts is not None:
+            stats.skirt_boost_hz = self.tracker.skirt_top_hz()
         if self.lock is not None:
             if self.lock.skip_network and self.lock.passes_all(rows, self.cutoffs_hz):
                 stats.passed_windows += rows  # frames hold the input: the lock's output
@@ -121,7 +129,8 @@ class WindowPath:
             self.inputs[:rows] = frames[:rows]
         run_batch(self.engine, frames, rows, stats, self.conditions)
         if self.lock is not None:
-            self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast)
+            self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast,
+                            self.skirts)
 
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,

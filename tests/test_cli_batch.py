@@ -185,3 +185,27 @@ def test_input_bandwidth_is_reported_once_known():
         "; input band-limited at about 17.9 kHz (nothing is added above 17 kHz: passed through)")
     NearFull.input_bandwidth_hz = 16000.0
     assert cli_process.bandwidth_note(NearFull()) == "; input band-limited at about 16.0 kHz"
+
+
+def test_skirt_boost_is_reported_by_a_real_stream():
+    """`rtbwe process`'s note says when a gentle roll-off was boosted back (rtbwe.skirt),
+    from a real processor's stats, and says nothing of it for a resampled input."""
+    import soxr
+    from scipy import signal as sps
+
+    from rtbwe.filters import lowpass
+    from torch import nn
+
+    rng = np.random.default_rng(3)
+    noise = sps.lfilter(*sps.butter(1, 500, fs=48000), rng.standard_normal(3 * 48000))
+    noise = (0.05 * noise / noise.std()).astype(np.float32)
+    bwe = BandwidthExtender(nn.Identity(), sample_rate=48000, num_threads=1)
+    bwe._band_lock = {**bwe._band_lock, "skirt_eq": True}
+    bwe.process(lowpass(noise, 48000, 6000, "butter", 6).astype(np.float32), 48000)
+    note = cli_process.bandwidth_note(bwe)
+    assert note.startswith("; input band-limited at about 6.0 kHz; its gentle roll-off "
+                           "boosted back up to "), note
+    assert 7.0 < float(note.rsplit(" ", 2)[-2]) < 10.0
+    bwe.process(soxr.resample(soxr.resample(noise, 48000, 16000), 16000, 48000)
+                .astype(np.float32), 48000)
+    assert "boosted" not in cli_process.bandwidth_note(bwe)

@@ -157,25 +157,34 @@ def test_streaming_equals_offline_with_gate_and_cap():
     np.testing.assert_allclose(streamed[lat:], offline[:x.size - lat], atol=2e-5)
 
 
-def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data():
+@pytest.mark.parametrize("skirt_eq", [False, True])
+def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data(skirt_eq):
+    """Gains fitted on captures rebuild the processor's output; with the skirt boost on, the
+    boost is in the captured base (not gained), and the rebuild still holds."""
     from rtbwe.training import calibrate as cal
     from rtbwe.training.matrix import matrix_rows
 
     rng = np.random.default_rng(9)
     clip = (0.1 * rng.standard_normal(int(1.5 * SR))).astype(np.float32)
     bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+    bwe.skirt_eq = skirt_eq
     captures = []
     for row in ("butter-6 6 kHz", "cheby1-6 8 kHz"):
         x = matrix_rows()[row].apply(clip, SR)
         captures.append(cal.capture(bwe, clip, x, row))
+        boosted = not np.array_equal(captures[-1].error, clip.astype(np.float64) - x)
+        assert boosted == skirt_eq
+        if skirt_eq:  # the base the gains are fitted on: the boosted input
+            x = clip - captures[-1].error
         for cap in (None, 0.25):
             gains = np.linspace(0.5, 2.0, len(cal.GAIN_EDGES_HZ))
             lock = DetectedBandLock(SR, bwe.window_samples, max_added_ratio=cap)
             rebuilt = x + gains @ cal._components(captures[-1], lock, bwe.window,
                                                   bwe.hop_samples)
             bwe._band_lock = {"gain": [[e, g] for e, g in zip(cal.GAIN_EDGES_HZ, gains)],
-                              "max_added_ratio": cap}
-            np.testing.assert_allclose(bwe.process(x, SR), rebuilt, atol=1e-5)
+                              "max_added_ratio": cap, "skirt_eq": skirt_eq}
+            degraded = matrix_rows()[row].apply(clip, SR)
+            np.testing.assert_allclose(bwe.process(degraded, SR), rebuilt, atol=1e-5)
     stats = cal.pair_statistics(captures, [0, 1], DetectedBandLock(SR, bwe.window_samples),
                                 bwe.window, bwe.hop_samples)
     gains = cal.least_squares_gains(stats)

@@ -74,22 +74,28 @@ class _RecordingLock(DetectedBandLock):
     def needs_rolloff(self) -> bool:  # recorded, so a roll-off gate can be fitted too
         return True
 
-    def apply(self, inputs, outputs, rows, cutoffs_hz, contrast=None) -> None:
+    def apply(self, inputs, outputs, rows, cutoffs_hz, contrast=None, skirts=None) -> None:
         cutoff = cutoffs_hz[:rows].copy()
         extend = cutoff < self.nyquist_hz
         added = np.zeros((rows, self.window_samples), np.float32)
+        # the skirt boost is not calibrated: it is part of the base the gains are fitted on
+        boosted = inputs[:rows].copy()
         if extend.any():
             added[extend] = self.added_band(inputs[:rows][extend], outputs[:rows][extend],
                                             cutoff[extend])
-        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added))
-        outputs[:rows] = inputs[:rows] + added
+            if self.skirt_eq and skirts is not None:
+                self.add_skirt(inputs, boosted, np.flatnonzero(extend), skirts[:rows][extend],
+                               contrast[0][:rows][extend])
+        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added,
+                             boosted - inputs[:rows]))
+        outputs[:rows] = boosted + added
 
 
 @dataclass
 class Capture:
     """One degraded mono clip through the network: per window k (frames,) cutoff_hz,
     excess_db, below_power, rolloff_db and (frames, window) added bands; ``error`` = ref - x
-    (samples,)."""
+    (samples,), where x includes the lock's skirt boost (:mod:`rtbwe.skirt`) when on."""
     row: str
     cutoff_hz: np.ndarray
     excess_db: np.ndarray
@@ -102,16 +108,18 @@ class Capture:
 def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
     """Run ``degraded`` (samples,) through ``bwe`` (a mono BandwidthExtender) recording
     every window's added band (see :class:`_RecordingLock`)."""
-    recorder = _RecordingLock(bwe.sample_rate, bwe.window_samples)
+    recorder = _RecordingLock(bwe.sample_rate, bwe.window_samples, skirt_eq=bwe.skirt_eq)
     saved, bwe._band_lock = bwe._band_lock, recorder
     try:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
     finally:
         bwe._band_lock = saved
-    cutoff, excess, below, rolloff, added = (np.concatenate(part)
-                                             for part in zip(*recorder.records))
-    return Capture(row, cutoff, excess, below, rolloff, added,
-                   clip.astype(np.float64) - degraded.astype(np.float64))
+    cutoff, excess, below, rolloff, added, boost = (np.concatenate(part)
+                                                    for part in zip(*recorder.records))
+    error = clip.astype(np.float64) - degraded.astype(np.float64)
+    if boost.any():
+        error -= overlap_add_share(boost, bwe.window, bwe.hop_samples, error.size)
+    return Capture(row, cutoff, excess, below, rolloff, added, error)
 
 
 def overlap_add_share(added: np.ndarray, window: np.ndarray, hop_samples: int,
@@ -252,18 +260,21 @@ def choose_floor(stats: list[PairStats], shrink: float,
 
 def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
              max_added_ratio: float | None = DEFAULT_MAX_ADDED_RATIO,
-             rolloff_gate_db: tuple[float, float] | None = None, progress=None) -> dict:
+             rolloff_gate_db: tuple[float, float] | None = None, progress=None,
+             skirt_eq: bool = False) -> dict:
     """The card's ``extension_gain`` (per bucket of GAIN_EDGES_HZ) for ``model`` on
     ``clips`` (validation clips, (samples,) each) over every usable band-limited matrix row:
     least squares on all clips, times the shrink chosen by two-fold cross-validation
     (:func:`choose_shrink`), raised to the floor chosen the same way (:func:`choose_floor`).
-    Returns the card fields, the cross-validation tables and the validation matrix
-    (in-sample) at the shipped gains."""
+    ``skirt_eq``: the lock boosts gentle filters' skirts (:mod:`rtbwe.skirt`), and the gains
+    are fitted on top of that boost. Returns the card fields, the cross-validation tables and
+    the validation matrix (in-sample) at the shipped gains."""
     from rtbwe import BandwidthExtender
 
     from .real import own_bandwidth_hz
 
     bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", num_threads=1)
+    bwe.skirt_eq = bool(skirt_eq)  # what capture() records with
     lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio,
                             rolloff_gate_db=rolloff_gate_db)
     own = [own_bandwidth_hz(c) for c in clips]
@@ -286,6 +297,7 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     return {"extension_gain": [[edge, round(float(g), 4)] for edge, g in
                                zip(GAIN_EDGES_HZ, gains)],
             "max_added_ratio": max_added_ratio, "rolloff_gate_db": rolloff_gate_db,
+            "skirt_eq": bool(skirt_eq),
             "shrink": shrink, "gain_floor": floor, "floor_cross_validation": floor_table,
             "least_squares_gain": [round(float(g), 4) for g in least_squares],
             "pairs": len(stats), "cross_validation": cross_validated,

@@ -232,8 +232,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
         fit = fit_lock(model, clips, rolloff_gate_db=gate,
-                       progress=lambda m: print(m, flush=True))
+                       progress=lambda m: print(m, flush=True), skirt_eq=args.skirt_eq)
         card["extension_gain"] = fit["extension_gain"]
+        card["skirt_eq"] = bool(args.skirt_eq)
         card["max_added_ratio"] = fit["max_added_ratio"]
         if gate is not None:
             card["rolloff_gate_db"] = list(gate)
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--rolloff-gate-db", nargs=2, type=float, metavar=("FULL", "OFF"),
                    help="with --calibrate: turn on the lock's roll-off gate (gain 1 down to "
                    "FULL dB per octave, 0 from OFF, e.g. -5 -9; off by default) and fit with it")
+    x.add_argument("--skirt-eq", action="store_true",
+                   help="with --calibrate: the lock also boosts a gentle filter's skirt "
+                   "(rtbwe/skirt.py; the card's skirt_eq), and the gains are fitted with it")
     x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
                    "copied into the card")
     x.add_argument("--clip-seconds", type=float, default=10.0,

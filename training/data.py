@@ -24,6 +24,8 @@ import numpy as np
 
 from rtbwe import conditioning, filters
 
+from . import clip_conditions
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 SPLITS = ("train", "validation", "test")
 FILTER_CONTEXT = 2048
@@ -238,8 +240,8 @@ class TrackSpectra:
         self.sample_rate, self.window_samples = pool.sample_rate, window_samples
         self.hop_samples = hop_samples
         self.decay = conditioning.decay_per_frame(pool.sample_rate, hop_samples)
-        self.freqs_hz = conditioning.bin_frequencies_hz(pool.sample_rate, window_samples)
-        self.powers = [conditioning.signal_bin_power(t, pool.sample_rate, window_samples,
+        self.freqs_hz = clip_conditions.bin_frequencies_hz(pool.sample_rate, window_samples)
+        self.powers = [clip_conditions.signal_bin_power(t, pool.sample_rate, window_samples,
                                                      hop_samples)
                        for t in pool.tracks]  # each (frames, bins)
         self.gains: dict[tuple[str, float], np.ndarray] = {}
@@ -267,7 +269,7 @@ class TrackSpectra:
             history = longest if rng.random() < 0.5 else int(rng.integers(1, longest + 1))
         weights = self.decay ** np.arange(history - 1, -1, -1, dtype=np.float64)
         mean = weights @ powers[last - history + 1:last + 1] / weights.sum()
-        band_power = conditioning.filtered_band_power(mean, self.gain(spec, cutoff_hz),
+        band_power = clip_conditions.filtered_band_power(mean, self.gain(spec, cutoff_hz),
                                                       self.sample_rate, self.window_samples)
         return conditioning.to_condition(band_power)
 

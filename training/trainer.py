@@ -100,8 +100,8 @@ class ValidationSet:
 def model_runner(model: torch.nn.Module, device: torch.device, chunk: int = 8,
                  sample_rate: int = 48000) -> Callable[[np.ndarray], np.ndarray]:
     """Whole-clip inference: (clips, samples) -> (clips, samples) in eval mode. A conditioned
-    model gets each clip's whole-clip condition (``conditioning.clip_condition``)."""
-    from rtbwe.conditioning import clip_condition
+    model gets each clip's whole-clip condition (``training/clip_conditions.py``)."""
+    from .clip_conditions import clip_condition
 
     def run(x: np.ndarray) -> np.ndarray:
         was_training = model.training

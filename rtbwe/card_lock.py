@@ -1,0 +1,73 @@
+"""A model card's settings of the detected-band lock, checked as untrusted input.
+
+A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
+``rolloff_gate_db`` and ``skirt_eq`` (:class:`rtbwe.passband.DetectedBandLock`). Each is
+validated here before the lock is built; anything malformed falls back to the library's
+default rather than failing or building something unchecked.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .passband import DEFAULT_MAX_ADDED_RATIO
+
+MAX_EXTENSION_GAIN = 4.0
+
+
+def extension_gains(value) -> list:
+    """A card's ``extension_gain`` (a number, or ``[[up_to_hz, gain], ...]`` with rising
+    edges) as a checked table; anything malformed or non-finite means gain 1 (untrusted
+    input), and gains are clipped to [0, MAX_EXTENSION_GAIN]."""
+    def gain(g) -> float:
+        return float(min(max(float(g), 0.0), MAX_EXTENSION_GAIN))
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            return [[float("inf"), gain(value)]]
+        table = [[float(edge), gain(g)] for edge, g in value][:32]
+        edges = [edge for edge, _ in table]
+        if table and all(np.isfinite(g) for _, g in table) and edges == sorted(edges) \
+                and not any(np.isnan(edges)):
+            return table
+    except (TypeError, ValueError):
+        pass
+    return [[float("inf"), 1.0]]
+
+
+def max_added_ratio(value) -> float | None:
+    """A card's ``max_added_ratio`` (the detected-band lock's level cap, see
+    :class:`rtbwe.passband.DetectedBandLock`): a positive finite number, or None for no cap;
+    anything else (untrusted input) means the library's default."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            np.isfinite(value) and value > 0:
+        return float(value)
+    return DEFAULT_MAX_ADDED_RATIO
+
+
+def rolloff_gate_db(value) -> tuple[float, float] | None:
+    """A card's ``rolloff_gate_db`` (the lock's optional roll-off gate): ``[full_db, off_db]``,
+    finite, ``full_db > off_db``; anything else (absent, or malformed) means no gate."""
+    try:
+        full_db, off_db = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    valid = bool(np.isfinite([full_db, off_db]).all()) and full_db > off_db
+    return (full_db, off_db) if valid else None
+
+
+def skirt_eq(value) -> bool:
+    """A card's ``skirt_eq`` (boost a gentle filter's skirt, :mod:`rtbwe.skirt`): only a JSON
+    ``true`` turns it on."""
+    return value is True
+
+
+def lock_settings(card, skip_full_band: bool = True) -> dict:
+    """A card (dict, or anything else: no settings) -> the lock's keyword arguments."""
+    card = card if isinstance(card, dict) else {}
+    return {"gain": extension_gains(card.get("extension_gain", 1.0)),
+            "max_added_ratio": max_added_ratio(card.get("max_added_ratio",
+                                                        DEFAULT_MAX_ADDED_RATIO)),
+            "rolloff_gate_db": rolloff_gate_db(card.get("rolloff_gate_db")),
+            "skirt_eq": skirt_eq(card.get("skirt_eq")),
+            "skip_network": bool(skip_full_band)}
