@@ -16,9 +16,6 @@ noise so the lock works on every window) with each lock's ``apply`` timed.
 from __future__ import annotations
 
 import argparse
-import os
-import time
-
 import numpy as np
 
 from rtbwe.benchmarking import InterleavedStreams, build_extender
@@ -49,31 +46,10 @@ def main() -> None:
             for bwe in extenders.values()]
     print(f"largest output difference over 400 hops "
           f"{np.abs(outs[0] - outs[1]).max():.2e} (output rms {np.sqrt(np.mean(outs[0] ** 2)):.3f})")
-    times: dict[str, list[float]] = {name: [] for name in extenders}
-    for name, bwe in extenders.items():
-        lock, apply = bwe._stream.path.lock, bwe._stream.path.lock.apply
-
-        def timed(*call, apply=apply, name=name):
-            begun = time.perf_counter()
-            apply(*call)
-            times[name].append(time.perf_counter() - begun)
-        lock.apply = timed
+    for bwe in extenders.values():
         bwe.reset()
     streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=6000.0)
-    for _ in range(100):
-        streams.one_round()
-    for values in times.values():
-        values.clear()
-    load = os.getloadavg()[0]
-    for _ in range(args.rounds):
-        streams.one_round()
-    print(f"{args.rounds} rounds, 1-minute load {load:.2f} -> {os.getloadavg()[0]:.2f}")
-    for name in extenders:
-        figures, apply_us = streams.figures(name, 100), 1e6 * np.asarray(times[name])
-        print(f"{name:>14s}: RT {figures['rt']:.3f}, p50 {figures['p50_ms']:.2f} ms, p99 "
-              f"{figures['p99_ms']:.2f} ms; lock.apply mean {apply_us.mean():.0f} us, median "
-              f"{np.median(apply_us):.0f} us")
-
+    streams.report(args.rounds, streams.time_lock_applies())
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ Shipped names (``default``) time the real model; registry models are built with 
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -156,6 +157,39 @@ class InterleavedStreams:
                 "max_ms": 1e3 * float(values.max()),
                 "hop_ms": 1e3 * bwe.hop_samples / self.sample_rate,
                 "latency_ms": bwe.latency_ms}
+
+    def time_lock_applies(self) -> dict[str, list[float]]:
+        """Wrap each prepared extender's lock ``apply`` to record its seconds per call: name ->
+        the list it appends to."""
+        times: dict[str, list[float]] = {name: [] for name in self.extenders}
+        for name, bwe in self.extenders.items():
+            lock = bwe._stream.path.lock
+
+            def timed(*call, apply=lock.apply, record=times[name].append):
+                begun = time.perf_counter()
+                apply(*call)
+                record(time.perf_counter() - begun)
+            lock.apply = timed
+        return times
+
+    def report(self, rounds: int, lock_times: dict[str, list[float]],
+               warmup_rounds: int = 100) -> None:
+        """Run ``warmup_rounds`` then ``rounds`` rounds; print the 1-minute load and, per
+        extender, its RT factor, p50 / p99 per call and its lock's time per call."""
+        for _ in range(warmup_rounds):
+            self.one_round()
+        for values in lock_times.values():
+            values.clear()
+        load = os.getloadavg()[0]
+        for _ in range(rounds):
+            self.one_round()
+        print(f"{rounds} rounds, 1-minute load {load:.2f} -> {os.getloadavg()[0]:.2f}")
+        for name in self.extenders:
+            figures = self.figures(name, warmup_rounds)
+            apply_us = 1e6 * np.asarray(lock_times[name])
+            print(f"{name:>14s}: RT {figures['rt']:.4f}, p50 {figures['p50_ms']:.2f} ms, p99 "
+                  f"{figures['p99_ms']:.2f} ms; lock.apply mean {apply_us.mean():.0f} us, "
+                  f"median {np.median(apply_us):.0f} us")
 
 
 def _hot_path(impl, block, inbuf, frames, acc, weight_sum, outbuf, result, window, hop):

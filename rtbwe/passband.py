@@ -305,7 +305,8 @@ class DetectedBandLock:
         """inputs (rows, window_samples) float32, their skirt gains (rows, bins) and excess
         (rows,) or None -> (rows, window_samples) float32: what :mod:`rtbwe.skirt` adds to each
         window, times the gate on new content."""
-        responses = np.stack([self._skirt_response(row) for row in skirts])
+        responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
+                     np.stack([self._skirt_response(row) for row in skirts]))
         boost = skirt_boost(inputs, responses, self.taps, self.n_fft)
         if excess_db is not None:
             gate = np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB), 0.0, 1.0)
@@ -331,7 +332,8 @@ class DetectedBandLock:
         if response is None:
             if len(self._skirt_cache) >= 64:
                 self._skirt_cache.clear()
-            response = skirt_responses(gain[None], self.n_fft, self.taps)[0]
+            # complex64: the inputs' precision (float32 windows give complex64 spectra)
+            response = skirt_responses(gain[None], self.n_fft, self.taps)[0].astype(np.complex64)
             self._skirt_cache[key] = response
         return response
 

@@ -39,6 +39,8 @@ still equals offline.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import signal
 
@@ -104,8 +106,15 @@ def skirt_responses(gain: np.ndarray, n_fft: int, taps: int) -> np.ndarray:
         raise ValueError(f"taps must be odd and at most {window_samples}, got {taps}")
     half = taps // 2
     impulse = np.fft.irfft(gain, window_samples, axis=1)  # zero-phase: centred on sample 0
-    centred = np.roll(impulse, half, axis=1)[:, :taps] * signal.windows.kaiser(taps, KAISER_BETA)
+    centred = np.roll(impulse, half, axis=1)[:, :taps] * _kaiser(taps)
     return np.fft.rfft(centred, n_fft, axis=1)
+
+
+@lru_cache(maxsize=8)
+def _kaiser(taps: int) -> np.ndarray:
+    window = signal.windows.kaiser(taps, KAISER_BETA)
+    window.flags.writeable = False
+    return window
 
 
 def skirt_boost(inputs: np.ndarray, responses: np.ndarray, taps: int, n_fft: int
@@ -114,7 +123,8 @@ def skirt_boost(inputs: np.ndarray, responses: np.ndarray, taps: int, n_fft: int
     ``n_fft`` grid -> (rows, window_samples) float32: what the skirt gain adds to each
     window."""
     window_samples = inputs.shape[1]
-    spectrum = np.fft.rfft(inputs, n_fft, axis=1) * responses
+    spectrum = np.fft.rfft(inputs, n_fft, axis=1)
+    spectrum *= responses
     half = taps // 2
     return np.fft.irfft(spectrum, n_fft, axis=1)[:, half:half + window_samples].astype(
-        np.float32)
+        np.float32, copy=False)
