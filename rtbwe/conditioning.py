@@ -300,7 +300,7 @@ class SpectrumTracker:
         # the skirt gain (rtbwe.skirt) of the latest detection per channel, (channels, bins),
         # computed only when a lock asks for it (skirt_eq)
         self.skirt_eq = False
-        self.skirt_gain = np.zeros((channels, bins))
+        self.skirt_gain, self._skirt_top_hz = np.zeros((channels, bins)), None
         self.nyquist_hz = sample_rate / 2.0
         self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
         self._hann = _hann(window_samples)
@@ -326,15 +326,21 @@ class SpectrumTracker:
         self.frames_seen = 0
         self.bandwidth_hz.fill(np.nan)
         self.reference_db.fill(0.0)
-        self.skirt_gain.fill(0.0)
+        self._hold_skirt(np.zeros_like(self.skirt_gain))
         self.widest_hz = None
         self._cutoff_hz.fill(self.nyquist_hz)
 
+    @property
     def skirt_top_hz(self) -> float | None:
         """The highest frequency the held skirt gains boost (any channel); None: none."""
-        boosted = np.flatnonzero(self.skirt_gain.any(axis=0))
-        return (float(boosted[-1] * self.sample_rate / self.window_samples) if boosted.size
-                else None)
+        return self._skirt_top_hz
+
+    def _hold_skirt(self, skirt: np.ndarray) -> None:
+        """Hold (channels, bins) skirt gains, and the top frequency they boost."""
+        self.skirt_gain = skirt
+        boosted = np.flatnonzero(skirt.any(axis=0))
+        self._skirt_top_hz = (float(boosted[-1] * self.sample_rate / self.window_samples)
+                              if boosted.size else None)
 
     def _due_frames(self, num_frames: int) -> list[int]:
         """Which of the next ``num_frames`` frames (0-based) re-detect the bandwidth: those
@@ -432,7 +438,7 @@ class SpectrumTracker:
         self.bandwidth_hz = bandwidth[:, -1].copy()
         self.reference_db = held_db[:, -1].copy()
         if skirt is not None:
-            self.skirt_gain = skirt[:, -1].copy()
+            self._hold_skirt(skirt[:, -1].copy())
         self._cutoff_hz = extension_cutoff_hz(self.bandwidth_hz, self.sample_rate)
         widest = np.nanmax(self.bandwidth_hz, initial=-1.0)
         self.widest_hz = float(widest) if widest > 0 else None

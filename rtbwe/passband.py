@@ -300,29 +300,28 @@ class DetectedBandLock:
             excess = factors[0] if factors and self.gate else None
             self.add_skirt(inputs, outputs, rows_index, skirts[:rows][index], excess)
 
-    def skirt_added(self, inputs: np.ndarray, skirts: np.ndarray,
-                    excess_db: np.ndarray | None) -> np.ndarray:
-        """inputs (rows, window_samples) float32, their skirt gains (rows, bins) and excess
-        (rows,) or None -> (rows, window_samples) float32: what :mod:`rtbwe.skirt` adds to each
-        window, times the gate on new content."""
-        responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
-                     np.stack([self._skirt_response(row) for row in skirts]))
-        boost = skirt_boost(inputs, responses, self.taps, self.n_fft)
-        if excess_db is not None:
-            gate = np.clip((GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB), 0.0, 1.0)
-            boost *= gate.astype(np.float32)[:, None]
-        return boost
-
     def add_skirt(self, inputs: np.ndarray, outputs: np.ndarray, rows_index: np.ndarray,
                   skirts: np.ndarray, excess_db: np.ndarray | None) -> None:
-        """outputs[rows_index] += :meth:`skirt_added` of inputs[rows_index], for the rows
-        whose skirt gain is not all zero."""
-        active = np.flatnonzero(skirts.any(axis=1))
-        if active.size == 0:
-            return
-        rows = np.asarray(rows_index)[active]
-        outputs[rows] += self.skirt_added(inputs[rows], skirts[active],
-                                          None if excess_db is None else excess_db[active])
+        """``outputs[rows_index[j]] += gate_j * boost_j``: the :mod:`rtbwe.skirt` boost of
+        ``inputs[rows_index[j]]`` by its skirt gain ``skirts[j]`` (rows, bins), times the gate
+        on new content from ``excess_db[j]`` (None: no gate); rows whose gain is all zero are
+        skipped. inputs, outputs (>= rows, window_samples) float32."""
+        rows_index = np.asarray(rows_index)
+        active = skirts.any(axis=1)
+        if not active.all():
+            if not active.any():
+                return
+            rows_index, skirts = rows_index[active], skirts[active]
+            excess_db = None if excess_db is None else excess_db[active]
+        gates = (np.ones(len(rows_index)) if excess_db is None else np.clip(
+            (GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB), 0.0, 1.0))
+        responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
+                     np.stack([self._skirt_response(row) for row in skirts]))
+        count = len(rows_index)
+        windows = (inputs[:count] if rows_index[-1] == count - 1  # 0, 1, ..., count - 1
+                   else inputs[rows_index])
+        boost = skirt_boost(windows, responses, self.taps, self.n_fft)
+        self.kernels.add_gained(outputs, outputs, boost, gates, rows_index)
 
     def _skirt_response(self, gain: np.ndarray) -> np.ndarray:
         """(bins,) skirt gain -> its FIR spectrum on this lock's FFT grid, cached (a held

@@ -63,37 +63,48 @@ def skirt_gain(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
     rows, bins = power.shape
     out = np.zeros((rows, bins))
     edge_hz = np.asarray(bandwidth_hz, dtype=np.float64).reshape(-1)
-    limited = np.isfinite(edge_hz) & (edge_hz < FULL_BAND_FRACTION * sample_rate / 2)
-    if not limited.any():
+    limited = np.flatnonzero(np.isfinite(edge_hz)
+                             & (edge_hz < FULL_BAND_FRACTION * sample_rate / 2))
+    if limited.size == 0:
         return out
-    freqs_hz = np.fft.rfftfreq(window_samples, 1.0 / sample_rate)
-    log_f = np.log(np.maximum(freqs_hz, freqs_hz[1]))
+    freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
     level_db = _smooth_db(power[limited])
-    for j, r in enumerate(np.flatnonzero(limited)):
-        out[r] = _row_gain(level_db[j], freqs_hz, log_f, edge_hz[r])
+    for j, r in enumerate(limited):
+        _row_gain(level_db[j], freqs_hz, log_f, float(edge_hz[r]), out[r])
     return out
 
 
+@lru_cache(maxsize=8)
+def _grid(sample_rate: int, window_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bins,) rfft bin frequencies and their logs (bin 0 as bin 1), read-only."""
+    freqs_hz = np.fft.rfftfreq(window_samples, 1.0 / sample_rate)
+    log_f = np.log(np.maximum(freqs_hz, freqs_hz[1]))
+    for array in (freqs_hz, log_f):
+        array.flags.writeable = False
+    return freqs_hz, log_f
+
+
 def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
-              edge_hz: float) -> np.ndarray:
-    """One row of :func:`skirt_gain`: (bins,) dB levels -> (bins,) gain minus 1."""
-    gain = np.zeros_like(level_db)
-    span = (freqs_hz >= TREND_SPAN[0] * edge_hz) & (freqs_hz <= TREND_SPAN[1] * edge_hz)
-    if span.sum() < 3:
-        return gain
-    centred = log_f[span] - log_f[span].mean()
-    slope = float(centred @ (level_db[span] - level_db[span].mean()) / (centred @ centred))
-    slope = float(np.clip(slope, -MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0), 0.0))
-    intercept = float(np.mean(level_db[span] - slope * log_f[span]))
-    gap_db = intercept + slope * log_f - level_db
+              edge_hz: float, gain: np.ndarray) -> None:
+    """One row of :func:`skirt_gain`: (bins,) dB levels -> ``gain`` (bins,), zeros, filled
+    with the gain minus 1 where boosted. Slices, not masks: this runs at every detection."""
+    lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
+    hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
+    if hi - lo < 3:
+        return
+    x, y = log_f[lo:hi], level_db[lo:hi]
+    centred = x - x.mean()
+    slope = float(centred @ (y - y.mean())) / float(centred @ centred)
+    slope = min(max(slope, -MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
+    intercept = float(y.mean()) - slope * float(x.mean())
     first = int(np.searchsorted(freqs_hz, edge_hz))
-    beyond = np.flatnonzero(gap_db[first:] > FLOOR_GAP_DB)
-    stop = first + (int(beyond[0]) if beyond.size else len(gap_db) - first)
-    if stop == first or freqs_hz[stop - 1] - edge_hz < MIN_WIDTH * edge_hz:
-        return gain  # a cliff (a resampler's or a codec's transition), not a filter's skirt
-    boost_db = np.clip(gap_db[first:stop] - MARGIN_DB, 0.0, MAX_BOOST_DB)
-    gain[first:stop] = 10.0 ** (boost_db / 20.0) - 1.0
-    return gain
+    gap_db = intercept + slope * log_f[first:] - level_db[first:]
+    floor = gap_db > FLOOR_GAP_DB
+    count = int(np.argmax(floor)) if floor.any() else len(gap_db)
+    if count == 0 or freqs_hz[first + count - 1] - edge_hz < MIN_WIDTH * edge_hz:
+        return  # a cliff (a resampler's or a codec's transition), not a filter's skirt
+    boost_db = np.clip(gap_db[:count] - MARGIN_DB, 0.0, MAX_BOOST_DB)
+    gain[first:first + count] = 10.0 ** (boost_db / 20.0) - 1.0
 
 
 def skirt_responses(gain: np.ndarray, n_fft: int, taps: int) -> np.ndarray:
@@ -127,4 +138,4 @@ def skirt_boost(inputs: np.ndarray, responses: np.ndarray, taps: int, n_fft: int
     spectrum *= responses
     half = taps // 2
     return np.fft.irfft(spectrum, n_fft, axis=1)[:, half:half + window_samples].astype(
-        np.float32, copy=False)
+        np.float32, copy=False)  # already float32 for complex64 responses

@@ -121,7 +121,7 @@ class WindowPath:
                             self.contrast, self.skirts)
         stats.input_bandwidth_hz = self.tracker.widest_hz
         if self.skirts is not None:
-            stats.skirt_boost_hz = self.tracker.skirt_top_hz()
+            stats.skirt_boost_hz = self.tracker.skirt_top_hz
         if self.lock is not None:
             if self.lock.skip_network and self.lock.passes_all(rows, self.cutoffs_hz):
                 stats.passed_windows += rows  # frames hold the input: the lock's output
