@@ -177,6 +177,10 @@ class BandwidthExtender:
         skip_full_band: with ``passband="detected"``, hops whose windows all come out as
             they went in (full band, or bandwidth not yet known) skip the network (default);
             False runs it anyway, for a constant cost per hop (benchmarks). Same output.
+        skirt_boost: with ``passband="detected"``, boost a gentle filter's attenuated band
+            above the detected bandwidth back up (:mod:`rtbwe.skirt`). None (default): as the
+            model card says (``skirt_eq``; on in the shipped default, whose gains were fitted
+            with it); True / False: on / off.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy),
@@ -194,7 +198,8 @@ class BandwidthExtender:
                  device: str = "auto", window_ms: float = DEFAULT_WINDOW_MS,
                  hop_ms: float = DEFAULT_HOP_MS, num_threads: int | None = None,
                  backend: str = "auto", keep_below_hz: float | None = None,
-                 passband: str = "detected", skip_full_band: bool = True):
+                 passband: str = "detected", skip_full_band: bool = True,
+                 skirt_boost: bool | None = None):
         if passband not in PASSBAND_MODES:
             raise ValueError(f"passband must be one of {', '.join(PASSBAND_MODES)}, got "
                              f"{passband!r}")
@@ -207,6 +212,8 @@ class BandwidthExtender:
         self.passband = "fixed" if self.keep_below_hz is not None else passband
         # the detected-band lock, with the card's calibrated gain on the added band
         settings = lock_settings(getattr(module, "card", None), skip_full_band)
+        if skirt_boost is not None:
+            settings["skirt_eq"] = bool(skirt_boost)
         self.extension_gain, self.max_added_ratio = settings["gain"], settings["max_added_ratio"]
         self.rolloff_gate_db, self.skirt_eq = settings["rolloff_gate_db"], settings["skirt_eq"]
         self._band_lock = settings if self.passband == "detected" else False

@@ -67,9 +67,7 @@ def test_skirt_gain_rises_just_above_a_gentle_cutoff_only():
 
 
 def _identity_extender(on: bool) -> BandwidthExtender:
-    bwe = BandwidthExtender(nn.Identity(), sample_rate=SR, num_threads=1)
-    bwe._band_lock = {**bwe._band_lock, "skirt_eq": on}
-    return bwe
+    return BandwidthExtender(nn.Identity(), sample_rate=SR, num_threads=1, skirt_boost=on)
 
 
 def test_skirt_boost_restores_a_butterworth_skirt():
@@ -114,6 +112,13 @@ def test_streaming_equals_offline_with_the_skirt_boost():
         at += n
     streamed = np.concatenate(parts, axis=1)[:, lag:]
     np.testing.assert_allclose(streamed, offline, atol=1e-5)
+
+
+def test_the_default_card_boosts_and_the_caller_can_turn_it_off():
+    assert BandwidthExtender("default", num_threads=1).skirt_eq is True
+    assert BandwidthExtender("default", num_threads=1, skirt_boost=False).skirt_eq is False
+    assert BandwidthExtender("arunet-small-wide", num_threads=1).skirt_eq is False  # its card
+    assert BandwidthExtender(nn.Identity(), sample_rate=SR).skirt_eq is False  # no card
 
 
 @pytest.mark.parametrize("value, expected", [(True, True), (False, False), (None, False),
