@@ -11,7 +11,8 @@ path; rows ``other-*``). Before the ninth session the default was arunet-small-w
 second model the half-width student, under ``student-*``. All of them are interleaved block
 by block in one process, each fed its own hop of noise at -20 dBFS low-passed at 6 kHz (since
 the eighth session; full-band noise before, which the lock passes through, so those runs left
-out the lock's work), so a load change moves every row together; ``WARMUP_ROUNDS`` warm-up
+out the lock's work; since the tenth session by a Butterworth 6's response rather than a brick
+wall, so the default's skirt boost works too), so a load change moves every row together; ``WARMUP_ROUNDS`` warm-up
 rounds (past the first bandwidth detection, 0.5 s, at every hop), then ``ROUNDS`` rounds.
 
 Conditions: ``as-is`` (whatever else runs; the 1-minute load average is recorded before and

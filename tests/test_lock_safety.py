@@ -251,6 +251,13 @@ def test_export_calibrate_writes_the_lock_settings(tmp_path, capsys):
     assert gated["calibration"]["rolloff_gate_db"] == [-5.0, -9.0]
     assert BandwidthExtender(str(tmp_path / "gated.json"), num_threads=1).rolloff_gate_db \
         == (-5.0, -9.0)
+    assert card["skirt_eq"] is False and card["calibration"]["skirt_eq"] is False
+    # --skirt-eq: the gains are fitted on top of the skirt boost, and the card turns it on
+    assert main(["export", str(run), str(tmp_path / "boosted"), "--calibrate", str(corpus),
+                 "--clips", "2", "--clip-seconds", "1.5", "--skirt-eq"]) == 0
+    boosted = json.loads((tmp_path / "boosted.json").read_text())
+    assert boosted["skirt_eq"] is True and boosted["calibration"]["skirt_eq"] is True
+    assert BandwidthExtender(str(tmp_path / "boosted.json"), num_threads=1).skirt_eq is True
     # --latest: the run's last checkpoint (weights_only) instead of best.json's weights
     import torch
     later = random_tiny(5)

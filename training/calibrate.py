@@ -273,8 +273,8 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
 
     from .real import own_bandwidth_hz
 
-    bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", num_threads=1)
-    bwe.skirt_eq = bool(skirt_eq)  # what capture() records with
+    bwe = BandwidthExtender(model, sample_rate=sample_rate, device="cpu", num_threads=1,
+                            skirt_boost=bool(skirt_eq))  # capture() records with its skirt_eq
     lock = DetectedBandLock(sample_rate, bwe.window_samples, max_added_ratio=max_added_ratio,
                             rolloff_gate_db=rolloff_gate_db)
     own = [own_bandwidth_hz(c) for c in clips]
