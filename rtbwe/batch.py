@@ -36,7 +36,7 @@ from .cli_files import CliError, Job
 
 INSTALL_HINT = "pip install 'rtbwe[cluster]' (Ray Data)"
 EXTENDER_OPTIONS = ("model", "device", "backend", "threads", "keep_below_hz", "window_ms",
-                    "hop_ms")
+                    "hop_ms", "low_latency", "no_skirt_boost")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ DEFAULT_THREADS = 1  # torch intra-op threads: 2 on a 2-core machine under load 
 
 def build_processor(model: str, device: str, sample_rate: int | None = None,
                     keep_below_hz: float | None = None, num_threads: int | None = None,
-                    low_latency: bool = False):
+                    low_latency: bool = False, skirt_boost: bool | None = None):
     """``BandwidthExtender`` for ``--model``; ``identity`` runs the audio path with no network.
-    ``num_threads`` None means :data:`DEFAULT_THREADS`; ``low_latency``: the 9.3 ms geometry."""
+    ``num_threads`` None means :data:`DEFAULT_THREADS`; ``low_latency``: the 9.3 ms geometry;
+    ``skirt_boost`` None: the card's."""
     import torch
 
     from . import processor
@@ -21,7 +22,7 @@ def build_processor(model: str, device: str, sample_rate: int | None = None,
     geometry = {"window_ms": processor.LOW_LATENCY_WINDOW_MS,
                 "hop_ms": processor.LOW_LATENCY_HOP_MS} if low_latency else {}
     return processor.BandwidthExtender(module, sample_rate=sample_rate, device=device,
-                                       keep_below_hz=keep_below_hz,
+                                       keep_below_hz=keep_below_hz, skirt_boost=skirt_boost,
                                        num_threads=num_threads or DEFAULT_THREADS, **geometry)
 
 
@@ -39,7 +40,8 @@ def live(args: argparse.Namespace) -> int:
         return 2
     try:
         processor = build_processor(args.model, args.device, args.sample_rate,
-                                    args.keep_below_hz, args.threads, args.low_latency)
+                                    args.keep_below_hz, args.threads, args.low_latency,
+                                    False if args.no_skirt_boost else None)
     except (ModelLoadingError, ValueError) as err:
         print(f"rtbwe live: {err}\n(`--model identity` checks the audio path without a model)",
               file=sys.stderr)
@@ -82,6 +84,8 @@ def devices(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .cli_process import NO_SKIRT_BOOST_HELP
+
     p = sub.add_parser("live", help="live bandwidth extension, microphone to speakers")
     p.add_argument("--input", default=None, help="input device: index or name substring "
                    "(default: the system default; see `rtbwe devices`)")
@@ -113,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"inference (default {DEFAULT_THREADS}; see benchmarks/README.md)")
     p.add_argument("--low-latency", action="store_true", help="window 9.33 ms / hop 4.67 ms: "
                    "9.3 ms algorithmic latency instead of 21.3, for about 1.5x the compute")
+    p.add_argument("--no-skirt-boost", action="store_true", help=NO_SKIRT_BOOST_HELP)
     p.set_defaults(func=live)
     d = sub.add_parser("devices", help="list audio devices for `rtbwe live`")
     d.set_defaults(func=devices)

@@ -296,16 +296,22 @@ LOW_LATENCY_HELP = ("window 9.33 ms / hop 4.67 ms (448 / 224 samples at 48 kHz):
                     "--window-ms/--hop-ms still win")
 
 
+NO_SKIRT_BOOST_HELP = ("do not boost a gentle filter's attenuated band above the detected "
+                       "bandwidth back up (rtbwe/skirt.py; on in the default model's card)")
+
+
 def model_options(args: argparse.Namespace) -> dict[str, float]:
     """The ``--window-ms`` / ``--hop-ms`` given (``--low-latency``: its geometry where they are
-    not), as ``BandwidthExtender`` keyword arguments."""
+    not) and ``--no-skirt-boost``, as ``BandwidthExtender`` keyword arguments."""
     options = {}
     if getattr(args, "low_latency", False):
         from .processor import LOW_LATENCY_HOP_MS, LOW_LATENCY_WINDOW_MS
 
         options = {"window_ms": LOW_LATENCY_WINDOW_MS, "hop_ms": LOW_LATENCY_HOP_MS}
     options.update({name: getattr(args, name) for name in ("window_ms", "hop_ms")
-                    if getattr(args, name) is not None})
+                    if getattr(args, name, None) is not None})
+    if getattr(args, "no_skirt_boost", False):
+        options["skirt_boost"] = False
     return options
 
 
@@ -349,6 +355,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-below-hz", type=float, default=None,
                    help="keep the input below this frequency untouched and add only the "
                    "network's band above it (for flat-passband input: codecs, resamplers)")
+    p.add_argument("--no-skirt-boost", action="store_true", help=NO_SKIRT_BOOST_HELP)
     _add_model_options(p)
     p.set_defaults(func=run_process)
 

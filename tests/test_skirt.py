@@ -127,3 +127,35 @@ def test_card_skirt_eq_is_checked(value, expected):
     assert skirt_eq(value) is expected
     assert lock_settings({"skirt_eq": value})["skirt_eq"] is expected
     assert lock_settings("not a card")["skirt_eq"] is False
+
+
+def test_no_skirt_boost_flag_reaches_every_way_of_building_an_extender(tmp_path, capsys):
+    """`rtbwe process --no-skirt-boost` writes the boost-free output and says nothing of a
+    boost; `rtbwe live`'s builder and the Ray workers' options carry the flag too."""
+    import argparse
+
+    import soundfile as sf
+
+    from rtbwe import batch, cli_live, cli_process
+    from rtbwe.cli import main
+
+    x = lowpass(_music_like_noise(3.0, 7), SR, 6000, "butter", 6).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, SR, subtype="FLOAT")
+    outputs = {}
+    for flag in ([], ["--no-skirt-boost"]):
+        out = tmp_path / f"out{len(flag)}.wav"
+        assert main(["process", str(tmp_path / "in.wav"), str(out), *flag]) == 0
+        outputs[bool(flag)] = (sf.read(out, dtype="float32")[0], capsys.readouterr().out)
+    assert "boosted back up to" in outputs[False][1]
+    assert "boosted" not in outputs[True][1]
+    reference = BandwidthExtender("default", num_threads=1, skirt_boost=False).process(x, SR)
+    np.testing.assert_array_equal(outputs[True][0], reference)
+    assert not np.array_equal(outputs[False][0], outputs[True][0])
+    assert cli_live.build_processor("default", "cpu", skirt_boost=False).skirt_eq is False
+    assert cli_live.build_processor("default", "cpu").skirt_eq is True
+    assert {"no_skirt_boost", "low_latency"} <= set(batch.EXTENDER_OPTIONS)
+    options = argparse.Namespace(model="default", device="cpu", backend="auto", threads=1,
+                                 keep_below_hz=None, window_ms=None, hop_ms=None,
+                                 low_latency=True, no_skirt_boost=True)
+    bwe = cli_process.load_extender(options)  # what a Ray worker builds from the options
+    assert bwe.skirt_eq is False and bwe.latency_ms < 10
