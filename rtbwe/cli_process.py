@@ -300,7 +300,7 @@ NO_SKIRT_BOOST_HELP = ("do not boost a gentle filter's attenuated band above the
                        "bandwidth back up (rtbwe/skirt.py; on in the default model's card)")
 
 
-def model_options(args: argparse.Namespace) -> dict[str, float]:
+def model_options(args: argparse.Namespace) -> dict[str, float | bool]:
     """The ``--window-ms`` / ``--hop-ms`` given (``--low-latency``: its geometry where they are
     not) and ``--no-skirt-boost``, as ``BandwidthExtender`` keyword arguments."""
     options = {}
