@@ -298,8 +298,7 @@ class SpectrumTracker:
         self.reference_db = np.zeros(channels)  # band_ratio_db of the latest detection
         self.widest_hz: float | None = None
         # the skirt gain (rtbwe.skirt) of the latest detection per channel, (channels, bins),
-        # computed only when a lock asks for it (skirt_eq)
-        self.skirt_eq = False
+        # computed only for callers that ask for it (update's ``skirts``)
         self.skirt_gain, self._skirt_top_hz = np.zeros((channels, bins)), None
         self.nyquist_hz = sample_rate / 2.0
         self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
@@ -362,7 +361,7 @@ class SpectrumTracker:
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
         (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff;
         ``skirts`` (channels * num_frames, bins) float64 receives each window's skirt gain
-        (``skirt_eq`` must be set before the first update)."""
+        (pass it on every update of a stream, or on none)."""
         rows = self.channels * num_frames
         if rows == 0:
             return
@@ -422,12 +421,12 @@ class SpectrumTracker:
         self.kernels.window_contrast(at_due, len(found), extension_cutoff_hz(
             found, self.sample_rate), np.zeros(len(found)), self.sample_rate /
             self.window_samples, self.nyquist_hz, CONTRAST_GUARD, found_db, below)
-        skirt = (skirt_gain(at_due, found, self.sample_rate, self.window_samples).reshape(
-            channels, len(due), -1) if self.skirt_eq else None)
+        skirt = (None if skirts is None else skirt_gain(
+            at_due, found, self.sample_rate, self.window_samples).reshape(channels, len(due), -1))
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))
         held_db = reference_db.reshape(channels, num_frames)
-        held_skirt = (None if skirts is None or skirt is None else
+        held_skirt = (None if skirts is None else
                       skirts[:channels * num_frames].reshape(channels, num_frames, -1))
         latest = np.searchsorted(due, np.arange(num_frames), side="right") - 1
         for f in range(num_frames):  # the latest detection at or before each frame

@@ -109,10 +109,8 @@ class WindowPath:
         self.contrast = None if off else tuple(
             np.zeros(rows) for _ in range(3 if self.lock.needs_rolloff else 2))
         # each window's skirt gain (rtbwe.skirt), when the lock boosts a gentle filter's skirt
-        self.skirts = None
-        if self.lock is not None and self.lock.skirt_eq:
-            tracker.skirt_eq = True
-            self.skirts = np.zeros((rows, window_samples // 2 + 1))
+        self.skirts = (np.zeros((rows, window_samples // 2 + 1))
+                       if self.lock is not None and self.lock.skirt_eq else None)
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""

@@ -166,8 +166,7 @@ def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data(skir
 
     rng = np.random.default_rng(9)
     clip = (0.1 * rng.standard_normal(int(1.5 * SR))).astype(np.float32)
-    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
-    bwe.skirt_eq = skirt_eq
+    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1, skirt_boost=skirt_eq)
     captures = []
     for row in ("butter-6 6 kHz", "cheby1-6 8 kHz"):
         x = matrix_rows()[row].apply(clip, SR)
