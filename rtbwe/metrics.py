@@ -123,15 +123,38 @@ def lsd_hf(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
     """Log-spectral distance over the bins strictly above ``cutoff_hz`` (and at or below
     ``upper_hz``, e.g. the reference's own bandwidth; None: up to Nyquist)."""
     ref, est = _pair(reference, estimate)
-    if not 0 < cutoff_hz < sample_rate / 2:
+    return _lsd_from_logs(log_power_spectrogram(ref), log_power_spectrogram(est),
+                          _band_bins(sample_rate, cutoff_hz, upper_hz))
+
+
+def _band_bins(sample_rate: int, cutoff_hz: float | None, upper_hz: float | None) -> slice:
+    """The LSD bins strictly above ``cutoff_hz`` and at or below ``upper_hz`` (None: no bound
+    on that side)."""
+    if cutoff_hz is not None and not 0 < cutoff_hz < sample_rate / 2:
         raise ValueError(f"cutoff_hz must be in (0, {sample_rate / 2}), got {cutoff_hz}")
-    if upper_hz is not None and not upper_hz > cutoff_hz:
+    if upper_hz is not None and cutoff_hz is not None and not upper_hz > cutoff_hz:
         raise ValueError(f"upper_hz must be above cutoff_hz={cutoff_hz}, got {upper_hz}")
     freqs = np.fft.rfftfreq(LSD_N_FFT, 1.0 / sample_rate)
-    first = int(np.searchsorted(freqs, cutoff_hz, side="right"))
+    first = None if cutoff_hz is None else int(np.searchsorted(freqs, cutoff_hz, side="right"))
     last = None if upper_hz is None else int(np.searchsorted(freqs, upper_hz, side="right"))
-    return _lsd_from_logs(log_power_spectrogram(ref), log_power_spectrogram(est),
-                          slice(first, last))
+    return slice(first, last)
+
+
+def lsd_bands(reference: np.ndarray, estimates: list[np.ndarray], sample_rate: int,
+              bands_hz: list[tuple[float | None, float | None]]) -> np.ndarray:
+    """(len(estimates), len(bands_hz)) log-spectral distances of each estimate to
+    ``reference`` over each band ``(cutoff_hz, upper_hz)`` as :func:`lsd_hf` takes them
+    (``(None, None)``: every bin, as :func:`lsd`), from one log spectrogram per signal."""
+    bins = [_band_bins(sample_rate, low, high) for low, high in bands_hz]
+    out = np.empty((len(estimates), len(bins)))
+    log_ref = None
+    for i, estimate in enumerate(estimates):
+        ref, est = _pair(reference, estimate)
+        if log_ref is None:
+            log_ref = log_power_spectrogram(ref)
+        log_est = log_power_spectrogram(est)
+        out[i] = [_lsd_from_logs(log_ref, log_est, b) for b in bins]
+    return out
 
 
 def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:

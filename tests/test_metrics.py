@@ -74,6 +74,23 @@ def test_lsd_hf_only_sees_the_high_band():
     assert metrics.lsd_hf(ref, low, SR, 8000.0) > 1.0
 
 
+def test_lsd_bands_equals_lsd_and_lsd_hf_from_one_spectrogram_each():
+    """What the degradation matrix computes per clip in one pass is what lsd / lsd_hf give."""
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((2, SR // 2))
+    estimates = [ref + 0.1 * rng.standard_normal(ref.shape), 0.5 * ref]
+    bands = [(None, None), (6000.0, None), (6000.0, 11000.0)]
+    values = metrics.lsd_bands(ref, estimates, SR, bands)
+    for i, est in enumerate(estimates):
+        assert values[i].tolist() == [metrics.lsd(ref, est, SR),
+                                      metrics.lsd_hf(ref, est, SR, 6000.0),
+                                      metrics.lsd_hf(ref, est, SR, 6000.0, 11000.0)]
+    with pytest.raises(ValueError, match="cutoff_hz"):
+        metrics.lsd_hf(ref, estimates[0], SR, 0.0)
+    with pytest.raises(ValueError, match="upper_hz"):
+        metrics.lsd_bands(ref, estimates, SR, [(6000.0, 5000.0)])
+
+
 def test_visqol_orders_quality():
     pytest.importorskip("visqol")
     rng = np.random.default_rng(3)

@@ -117,26 +117,25 @@ def evaluate_row(name: str, degradation: Degradation | None, clips: list[np.ndar
     snr_in = pooled_snr_db(refs, inputs) if degradation is not None else float("inf")
     snr_out = pooled_snr_db(refs, outputs)
     hf = [min(b, 0.95 * sample_rate / 2) for b in bandwidths]
-    lsd_hf_in = float(np.mean([metrics.lsd_hf(r, x, sample_rate, c)
-                               for r, x, c in zip(refs, inputs, hf)]))
-    lsd_hf_out = float(np.mean([metrics.lsd_hf(r, o, sample_rate, c)
-                                for r, o, c in zip(refs, outputs, hf)]))
-    own_in, own_out = float("nan"), float("nan")
-    if degradation is not None:
-        pairs = [(r, x, o, c, u) for r, x, o, c, u in zip(refs, inputs, outputs, hf, own)
-                 if u > c + OWN_BAND_MIN_HZ]
-        if pairs:
-            own_in = float(np.mean([metrics.lsd_hf(r, x, sample_rate, c, min(u, sample_rate / 2))
-                                    for r, x, _, c, u in pairs]))
-            own_out = float(np.mean([metrics.lsd_hf(r, o, sample_rate, c, min(u, sample_rate / 2))
-                                     for r, _, o, c, u in pairs]))
+    # per clip, input and output against the reference: LSD over every bin, LSD-HF above the
+    # detected cutoff and (band-limited rows, clips holding OWN_BAND_MIN_HZ above it) LSD-HF
+    # up to the clip's own bandwidth; one log spectrogram per signal (metrics.lsd_bands)
+    lsd_all, lsd_own = [], []
+    for r, x, o, c, u in zip(refs, inputs, outputs, hf, own):
+        with_own = degradation is not None and u > c + OWN_BAND_MIN_HZ
+        bands = [(None, None), (c, None)] + ([(c, min(u, sample_rate / 2))] if with_own else [])
+        values = metrics.lsd_bands(r, [x, o], sample_rate, bands)  # (in / out, bands)
+        lsd_all.append(values[:, :2])
+        if with_own:
+            lsd_own.append(values[:, 2])
+    (lsd_in, lsd_hf_in), (lsd_out, lsd_hf_out) = np.mean(lsd_all, axis=0).tolist()
+    own_in, own_out = (np.mean(lsd_own, axis=0).tolist() if lsd_own
+                       else (float("nan"), float("nan")))
     return RowResult(
         name, snr_in, snr_out, snr_out - snr_in if degradation is not None else snr_out,
         float(np.mean([d < -0.5 for d in per_clip])) if degradation is not None else
-        float(np.mean([d < 40.0 for d in per_clip])),
-        float(np.mean([metrics.lsd(r, x, sample_rate) for r, x in zip(refs, inputs)])),
-        float(np.mean([metrics.lsd(r, o, sample_rate) for r, o in zip(refs, outputs)])),
-        lsd_hf_in, lsd_hf_out, float(np.median(bandwidths)), len(clips), own_in, own_out)
+        float(np.mean([d < 40.0 for d in per_clip])), lsd_in, lsd_out, lsd_hf_in, lsd_hf_out,
+        float(np.median(bandwidths)), len(clips), own_in, own_out)
 
 
 def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | None]]:
