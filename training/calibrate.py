@@ -69,6 +69,7 @@ class _RecordingLock(DetectedBandLock):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{**kwargs, "skip_network": False})
         self.records: list[tuple[np.ndarray, ...]] = []
+        self.boosts: list[np.ndarray] = []  # with skirt_eq: each window's skirt boost
 
     @property
     def needs_rolloff(self) -> bool:  # recorded, so a roll-off gate can be fitted too
@@ -78,17 +79,18 @@ class _RecordingLock(DetectedBandLock):
         cutoff = cutoffs_hz[:rows].copy()
         extend = cutoff < self.nyquist_hz
         added = np.zeros((rows, self.window_samples), np.float32)
-        # the skirt boost is not calibrated: it is part of the base the gains are fitted on
-        boosted = inputs[:rows].copy()
         if extend.any():
             added[extend] = self.added_band(inputs[:rows][extend], outputs[:rows][extend],
                                             cutoff[extend])
-            if self.skirt_eq and skirts is not None:
-                self.add_skirt(inputs, boosted, np.flatnonzero(extend), skirts[:rows][extend],
+        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added))
+        outputs[:rows] = inputs[:rows] + added
+        if self.skirt_eq:  # not calibrated: part of the base the gains are fitted on
+            boost = np.zeros_like(added)
+            if extend.any() and skirts is not None:
+                self.add_skirt(inputs, boost, np.flatnonzero(extend), skirts[:rows][extend],
                                contrast[0][:rows][extend])
-        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added,
-                             boosted - inputs[:rows]))
-        outputs[:rows] = boosted + added
+            self.boosts.append(boost)
+            outputs[:rows] += boost
 
 
 @dataclass
@@ -114,11 +116,12 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
     finally:
         bwe._band_lock = saved
-    cutoff, excess, below, rolloff, added, boost = (np.concatenate(part)
-                                                    for part in zip(*recorder.records))
+    cutoff, excess, below, rolloff, added = (np.concatenate(part)
+                                             for part in zip(*recorder.records))
     error = clip.astype(np.float64) - degraded.astype(np.float64)
-    if boost.any():
-        error -= overlap_add_share(boost, bwe.window, bwe.hop_samples, error.size)
+    if recorder.boosts:
+        error -= overlap_add_share(np.concatenate(recorder.boosts), bwe.window,
+                                   bwe.hop_samples, error.size)
     return Capture(row, cutoff, excess, below, rolloff, added, error)
 
 
