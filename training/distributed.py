@@ -202,6 +202,11 @@ def process_group(info: RankInfo, device_name: str) -> Iterator[torch.device]:
                             timeout=COLLECTIVE_TIMEOUT)
     try:
         yield device
+        # Every rank's last collective (the final checkpoint's gather) has completed on all
+        # ranks before any tears its group down: a rank that left while rank 0 was still
+        # writing that checkpoint aborted now and then in gloo ("terminate called without an
+        # active exception", exit -6). Not on an exception: the others may never get here.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
