@@ -20,6 +20,16 @@ with GELU, layer scale) with each stream added into the other before every pair,
 norm and linear heads (amplitude residual; phase from atan2 of two heads); the waveform comes
 back by inverse STFT. 29.7 M parameters (the paper: 29.8 M). Offline, non-causal.
 
+``HiFiGANPlus``: hifi-gan-bwe's generator (Su et al., 2021, "HiFi-GAN+"; PyPI ``hifi-gan-bwe``
+0.1.14, ``models.BandwidthExtender``), rebuilt because that package imports ``torchaudio``: a
+non-causal WaveNet at 48 kHz, a 1x1 input conv to 128 channels, 2 stacks of 8 gated residual
+layers (kernel-3 conv with dilation 3^i and "same" padding, tanh x sigmoid gate on the two
+halves, 1x1 skip and output convs, residual scaled by sqrt(0.5)), the skips summed and scaled
+by sqrt(1/16), a 1x1 output conv and tanh; the input is zero-padded by half the receptive
+field (13,120 samples) on each side. 1.06 M parameters, as the package. It first resamples its
+input to 48 kHz (torchaudio's Kaiser sinc); here the input is already at 48 kHz, so that step
+is left out. Offline, non-causal.
+
 Shapes: ``forward(x)``: x (batch, 1, samples) -> (batch, 1, samples); SEANetBWE needs
 samples a multiple of 256.
 """
@@ -176,3 +186,37 @@ class APBWE(nn.Module):
         out = torch.polar(torch.exp(amp), pha)
         return torch.istft(out, self.n_fft, self.hop, self.window.shape[0], self.window,
                            length=samples)[:, None]
+
+
+class GatedLayer(nn.Module):
+    """x (batch, channels, samples) -> (residual out, skip), both the same shape."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, padding="same", dilation=dilation)
+        self.skip = nn.Conv1d(channels // 2, channels, 1)
+        self.out = nn.Conv1d(channels // 2, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, gate = self.conv(x).chunk(2, dim=1)
+        h = torch.tanh(h) * torch.sigmoid(gate)
+        return (self.out(h) + x) * 0.5 ** 0.5, self.skip(h)
+
+
+class HiFiGANPlus(nn.Module):
+    def __init__(self, channels: int = 128, stacks: int = 2, layers: int = 8):
+        super().__init__()
+        self.inp = nn.Conv1d(1, channels, 1)
+        self.layers = nn.ModuleList(GatedLayer(channels, 3 ** i)
+                                    for _ in range(stacks) for i in range(layers))
+        self.out = nn.Conv1d(channels, 1, 1)
+        self.receptive_field = 2 * stacks * sum(3 ** i for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.receptive_field // 2
+        h = self.inp(F.pad(x, (pad, pad)))
+        skips = 0
+        for layer in self.layers:
+            h, skip = layer(h)
+            skips = skips + skip
+        return torch.tanh(self.out(skips * (1 / len(self.layers)) ** 0.5))[..., pad:-pad]

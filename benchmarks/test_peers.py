@@ -12,6 +12,9 @@ Peers (each an optional dependency; its test skips cleanly, saying why, when it 
 * ``hifi-gan-bwe`` (PyPI, HiFi-GAN+ WaveNet, random weights: its pretrained ones are a
   download): needs ``torchaudio``, whose wheels pin one torch version each; installing it here
   would replace torch 2.13.0, so on our machines the test skips.
+* HiFi-GAN+ rebuilt (``peers.HiFiGANPlus``): the same generator from its published code, so
+  that it is timed here all the same; random weights, **timing only**, at 48 kHz input (the
+  package's own 16 -> 48 kHz resampling left out); offline (non-causal) only.
 * ``deepfilternet`` (PyPI, DeepFilterNet3, its default model via ``init_df``): imports
   ``torchaudio`` too, and ``init_df`` downloads its weights; skips here for the same reasons.
 * SEANet-style causal BWE (``peers.SEANetBWE``): rebuilt from the published topology with
@@ -128,6 +131,16 @@ def test_hifi_gan_bwe(benchmark, record, rtbwe_default):
     x16 = _noise(16000)  # its usual input rate; it resamples to 48 kHz itself
     _interleaved(benchmark, record, rtbwe_default,
                  {"hifi_gan_bwe": _torch_runner(net, x16, 16000)}, rounds=1)
+
+
+def test_hifi_gan_plus_rebuilt(benchmark, record, rtbwe_default):
+    from peers import HiFiGANPlus
+
+    torch.manual_seed(0)
+    net = HiFiGANPlus().eval()
+    record(hifi_gan_plus_parameters=sum(p.numel() for p in net.parameters()))
+    _interleaved(benchmark, record, rtbwe_default,
+                 {"hifi_gan_plus_rebuilt": _torch_runner(net, _noise(RATE))}, rounds=2)
 
 
 def test_deepfilternet3(benchmark, record, rtbwe_default):

@@ -117,7 +117,7 @@ def test_streaming_equals_offline_with_the_skirt_boost():
 def test_the_default_card_boosts_and_the_caller_can_turn_it_off():
     assert BandwidthExtender("default", num_threads=1).skirt_eq is True
     assert BandwidthExtender("default", num_threads=1, skirt_boost=False).skirt_eq is False
-    assert BandwidthExtender("arunet-small-wide", num_threads=1).skirt_eq is False  # its card
+    assert BandwidthExtender("arunet-small-half-wide", num_threads=1).skirt_eq is False  # card
     assert BandwidthExtender(nn.Identity(), sample_rate=SR).skirt_eq is False  # no card
 
 
