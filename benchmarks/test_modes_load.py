@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from rtbwe.benchmarking import InterleavedStreams, build_extender
@@ -96,4 +97,45 @@ def test_modes_under_load(benchmark, record, condition):
         measured = streams.figures(name, WARMUP_ROUNDS)
         for key in ("rt", "p50_ms", "p99_ms", "max_ms", "hop_ms", "latency_ms"):
             figures[f"{name}_{key}"] = measured[key]
+    record(**figures)
+
+
+PACED_S = 12.0          # seconds of audio per contender in test_paced_under_load
+
+
+@pytest.mark.parametrize("condition", ["as-is", "busy2"])
+def test_paced_under_load(benchmark, record, condition):
+    """The default at 1024/768 and in low latency (448/224), streamed in real time as a live
+    worker does (``InterleavedStreams.paced``: each block when its hop of audio has arrived,
+    sleeping in between), instead of flat out. Figures as above, plus ``resp_p99_ms`` (from
+    the moment a block was due to the end of its call) and ``late`` (calls whose response
+    took longer than a hop). Eleventh session."""
+    pytest.importorskip("onnxruntime")
+    extenders = {name: build_extender("default", "onnx", 1, 1000 * w / RATE, 1000 * h / RATE)
+                 for name, (w, h) in {"default-1024/768": (1024, 768),
+                                      "default-448/224": (448, 224)}.items()}
+    streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=LOWPASS_HZ)
+    busy = _busy_loops(2) if condition == "busy2" else []
+    responses = {}
+    try:
+        if busy:
+            time.sleep(SETTLE_S)
+        load_before = os.getloadavg()[0]
+        benchmark.pedantic(lambda: responses.update(streams.paced(PACED_S)), rounds=1,
+                           iterations=1)
+        load_after = os.getloadavg()[0]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    figures = {"load_1min": f"{load_before:.2f}->{load_after:.2f}", "condition": condition,
+               "backend": "onnx", "threads": 1, "paced": True}
+    for name, bwe in extenders.items():
+        measured = streams.figures(name, 0)
+        response_ms = 1e3 * np.asarray(responses[name])
+        for key in ("rt", "p50_ms", "p99_ms", "max_ms", "hop_ms"):
+            figures[f"{name}_{key}"] = measured[key]
+        figures[f"{name}_resp_p99_ms"] = float(np.percentile(response_ms, 99))
+        late = int((response_ms > measured["hop_ms"]).sum())
+        figures[f"{name}_late"] = f"{late}/{len(response_ms)}"
     record(**figures)

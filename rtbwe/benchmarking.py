@@ -146,6 +146,37 @@ class InterleavedStreams:
             self.times[name].append(time.perf_counter() - begun)
         self.step += 1
 
+    def paced(self, seconds: float, warmup_s: float = 0.6) -> dict[str, list[float]]:
+        """Stream every extender in real time, as a live worker does: each block is processed
+        when its hop of audio has arrived (the earliest due first), and the thread sleeps until
+        the next one is due. :meth:`one_round` instead runs flat out, so on a loaded machine
+        the scheduler treats it as one more busy loop and time-slices it; a live stream sleeps
+        between hops and the scheduler favours it when it wakes. Appends each call's seconds
+        to :attr:`times` (after ``warmup_s``); returns name -> each call's seconds from the
+        moment its block was due to the call's end (the response time; larger than the call
+        when an earlier call ran late)."""
+        names = list(self.extenders)
+        hops_s = [self.extenders[n].hop_samples / self.sample_rate for n in names]
+        counts = [0] * len(names)
+        responses: dict[str, list[float]] = {name: [] for name in names}
+        start = time.perf_counter() + 0.01
+        while True:
+            i = min(range(len(names)), key=lambda k: (counts[k] + 1) * hops_s[k])
+            due = start + (counts[i] + 1) * hops_s[i]
+            if due - start > warmup_s + seconds:
+                return responses
+            wait_s = due - time.perf_counter()
+            if wait_s > 0:
+                time.sleep(wait_s)
+            bwe, name = self.extenders[names[i]], names[i]
+            begun = time.perf_counter()
+            bwe.process(self.feeds[name][counts[i] % 16], self.sample_rate, reset=False)
+            ended = time.perf_counter()
+            counts[i] += 1
+            if due - start > warmup_s:
+                self.times[name].append(ended - begun)
+                responses[name].append(ended - due)
+
     def figures(self, name: str, skip_rounds: int) -> dict[str, float]:
         """One extender's calls after ``skip_rounds``: RT factor, p50 / p99 / max ms per
         call, the hop and the latency in ms."""
