@@ -119,7 +119,7 @@ class WindowPath:
                             self.contrast, self.skirts)
         stats.input_bandwidth_hz = self.tracker.widest_hz
         if self.skirts is not None:
-            stats.skirt_boost_hz = self.tracker.skirt_top_hz
+            stats.skirt_boost_hz = self._boosted_top_hz(rows)
         if self.lock is not None:
             if self.lock.skip_network and self.lock.passes_all(rows, self.cutoffs_hz):
                 stats.passed_windows += rows  # frames hold the input: the lock's output
@@ -129,6 +129,18 @@ class WindowPath:
         if self.lock is not None:
             self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast,
                             self.skirts)
+
+
+    def _boosted_top_hz(self, rows: int) -> float | None:
+        """The highest frequency the skirt boost reaches in these rows' windows; None when
+        it reaches none. A window the lock passes through (its bandwidth at or above the
+        card's extension limit) is not boosted, whatever its held skirt gain says."""
+        extended = self.cutoffs_hz[:rows] < self.lock.extend_below_hz
+        if extended.all():
+            return self.tracker.skirt_top_hz
+        boosted = np.flatnonzero(self.skirts[:rows][extended].any(axis=0))
+        return (float(boosted[-1] * self.tracker.sample_rate / self.tracker.window_samples)
+                if boosted.size else None)
 
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,

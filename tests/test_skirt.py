@@ -159,3 +159,20 @@ def test_no_skirt_boost_flag_reaches_every_way_of_building_an_extender(tmp_path,
                                  low_latency=True, no_skirt_boost=True)
     bwe = cli_process.load_extender(options)  # what a Ray worker builds from the options
     assert bwe.skirt_eq is False and bwe.latency_ms < 10
+
+
+def test_no_boost_is_reported_where_the_lock_passes_the_input_through():
+    """An 18 kHz Butterworth input lies above the default card's extension limit (17 kHz):
+    the lock passes it through, boost included, so stats must not report a boost (they did,
+    and `rtbwe process` printed "boosted back up to 19.8 kHz" beside "passed through"). The
+    same noise at 6 kHz is boosted and says so."""
+    x = _music_like_noise(4.0, seed=3)
+    for cutoff_hz, boosted in ((18000.0, False), (6000.0, True)):
+        y = lowpass(x, SR, cutoff_hz, "butter", 6).astype(np.float32)
+        bwe = BandwidthExtender(num_threads=1)
+        out = bwe.process(y[None], SR)[0]
+        assert (bwe.stats.skirt_boost_hz is not None) is boosted, (cutoff_hz, bwe.stats)
+        if not boosted:  # the input, up to the overlap-add's rounding
+            assert _snr_db(y, out) > 100
+        else:
+            assert bwe.stats.skirt_boost_hz > cutoff_hz
