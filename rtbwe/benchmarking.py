@@ -149,9 +149,10 @@ class InterleavedStreams:
     def paced(self, seconds: float, warmup_s: float = 0.6) -> dict[str, list[float]]:
         """Stream every extender in real time, as a live worker does: each block is processed
         when its hop of audio has arrived (the earliest due first), and the thread sleeps until
-        the next one is due. :meth:`one_round` instead runs flat out, so on a loaded machine
-        the scheduler treats it as one more busy loop and time-slices it; a live stream sleeps
-        between hops and the scheduler favours it when it wakes. Appends each call's seconds
+        the next one is due. :meth:`one_round` instead runs flat out, one call after another,
+        which keeps the core and its caches warm and makes the thread one more busy loop to
+        the scheduler; sleeping between hops changes both (benchmarks/README.md, eleventh
+        session: on the 2-core VM a paced call costs 1.3-1.8x a flat-out one). Appends each call's seconds
         to :attr:`times` (after ``warmup_s``); returns name -> each call's seconds from the
         moment its block was due to the call's end (the response time; larger than the call
         when an earlier call ran late)."""

@@ -130,7 +130,6 @@ class WindowPath:
             self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast,
                             self.skirts)
 
-
     def _boosted_top_hz(self, rows: int) -> float | None:
         """The highest frequency the skirt boost reaches in these rows' windows; None when
         it reaches none. A window the lock passes through (its bandwidth at or above the
