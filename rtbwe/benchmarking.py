@@ -78,8 +78,12 @@ def build_extender(model: str, backend: str = "eager", num_threads: int = 1,
 
 
 def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 5.0,
-                   channels: int = 1, model: str = "?", warmup_calls: int = 10) -> StreamTiming:
-    """Stream ``seconds`` of noise through ``bwe`` in blocks of ``block_samples``."""
+                   channels: int = 1, model: str = "?", warmup_calls: int = 10,
+                   paced: bool = False) -> StreamTiming:
+    """Stream ``seconds`` of noise through ``bwe`` in blocks of ``block_samples``: flat out
+    (each call as soon as the last one returns), or ``paced``, each call when its block of
+    audio would have arrived, sleeping in between as a live stream does (on a small VM the
+    paced calls cost more: the core goes cold while the thread sleeps)."""
     rate = bwe.sample_rate
     rng = np.random.default_rng(0)
     calls = max(1, int(seconds * rate) // block_samples)
@@ -90,9 +94,14 @@ def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 
     times = np.empty(calls)
     for i in range(warmup_calls):
         bwe.process(audio[:, i * block_samples:(i + 1) * block_samples], rate, reset=False)
+    started = time.perf_counter()
     for i in range(calls):
         start = (warmup_calls + i) * block_samples
         block = audio[:, start:start + block_samples]
+        if paced:  # the moment this block's audio would be complete
+            wait_s = started + (i + 1) * block_samples / rate - time.perf_counter()
+            if wait_s > 0:
+                time.sleep(wait_s)
         begun = time.perf_counter()
         bwe.process(block, rate, reset=False)
         times[i] = time.perf_counter() - begun
@@ -351,9 +360,10 @@ def describe_extender(model: str, bwe: BandwidthExtender) -> str:
 def report(models: list[str], backends: list[str] | None, threads: list[int],
            block_samples: list[int], seconds: float = 5.0,
            window_ms: float = DEFAULT_WINDOW_MS, hop_ms: float = DEFAULT_HOP_MS,
-           channels: int = 1) -> str:
-    """The table ``rtbwe bench`` prints: streaming timings, then kernel speed-ups.
-    ``backends`` None: every CPU backend installed (:func:`cpu_backends`)."""
+           channels: int = 1, paced: bool = False) -> str:
+    """The table ``rtbwe bench`` prints: streaming timings (``paced``: in real time, see
+    :func:`time_streaming`), then kernel speed-ups. ``backends`` None: every CPU backend
+    installed (:func:`cpu_backends`)."""
     timings, described = [], {}
     backends = backends or cpu_backends()
     for model in models:
@@ -362,10 +372,12 @@ def report(models: list[str], backends: list[str] | None, threads: list[int],
                 bwe = build_extender(model, backend, num_threads, window_ms, hop_ms)
                 described.setdefault(model, describe_extender(model, bwe))
                 for block in block_samples:
-                    timings.append(time_streaming(bwe, block, seconds, channels, model))
+                    timings.append(time_streaming(bwe, block, seconds, channels, model,
+                                                  paced=paced))
     lines = [*described.values(),
              f"streaming at {bwe.sample_rate} Hz, window {bwe.window_samples} / hop "
-             f"{bwe.hop_samples} samples, algorithmic latency {bwe.latency_ms:.2f} ms "
+             f"{bwe.hop_samples} samples, algorithmic latency {bwe.latency_ms:.2f} ms, "
+             f"{'paced in real time' if paced else 'flat out'} "
              f"({runtime_versions()}, {torch.get_num_threads()} torch threads now)",
              streaming_table(timings), "",
              "kernels per streaming call (2 ch): Numba vs NumPy reference"]

@@ -278,7 +278,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     print(benchmarking.report(models=args.models, backends=args.backends,
                               threads=args.threads, block_samples=args.blocks,
-                              seconds=args.seconds, **model_options(args)))
+                              seconds=args.seconds, paced=args.paced,
+                              **model_options(args)))
     return 0
 
 
@@ -374,5 +375,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--blocks", nargs="+", type=int, default=[512],
                    help="host block sizes in samples (default 512)")
     b.add_argument("--seconds", type=float, default=5.0, help="audio streamed per setting")
+    b.add_argument("--paced", action="store_true",
+                   help="call process() when each block's audio would have arrived, sleeping "
+                   "in between, as a live stream does, instead of flat out (on a small VM the "
+                   "paced calls cost more)")
     _add_model_options(b)
     b.set_defaults(func=run_bench)

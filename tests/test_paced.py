@@ -25,3 +25,17 @@ def test_paced_streams_each_extender_in_real_time():
         assert len(responses[name]) == len(calls)
         # a response runs from when the block was due to the call's end: never shorter than it
         assert np.all(np.asarray(responses[name]) >= np.asarray(calls) - 1e-6)
+
+
+def test_time_streaming_paced_waits_for_each_block_and_bench_takes_the_flag(capsys):
+    from rtbwe import cli
+    from rtbwe.benchmarking import time_streaming
+
+    bwe = BandwidthExtender(nn.Identity(), sample_rate=SR, num_threads=1)
+    begun = time.perf_counter()
+    timing = time_streaming(bwe, 480, seconds=0.3, paced=True)
+    assert time.perf_counter() - begun >= 0.3  # 30 blocks of 10 ms, each awaited
+    assert timing.calls == 30
+    assert cli.main(["bench", "--models", "tiny", "--backends", "eager", "--threads", "1",
+                     "--seconds", "0.1", "--paced"]) == 0
+    assert "paced in real time" in capsys.readouterr().out
