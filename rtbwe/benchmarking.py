@@ -83,7 +83,7 @@ def time_streaming(bwe: BandwidthExtender, block_samples: int, seconds: float = 
     """Stream ``seconds`` of noise through ``bwe`` in blocks of ``block_samples``: flat out
     (each call as soon as the last one returns), or ``paced``, each call when its block of
     audio would have arrived, sleeping in between as a live stream does (on a small VM the
-    paced calls cost more: the core goes cold while the thread sleeps)."""
+    paced calls cost more, largely because the core idles and goes cold between them)."""
     rate = bwe.sample_rate
     rng = np.random.default_rng(0)
     calls = max(1, int(seconds * rate) // block_samples)
@@ -161,10 +161,10 @@ class InterleavedStreams:
         the next one is due. :meth:`one_round` instead runs flat out, one call after another,
         which keeps the core and its caches warm and makes the thread one more busy loop to
         the scheduler; sleeping between hops changes both (benchmarks/README.md, eleventh
-        session: on the 2-core VM a paced call costs 1.3-1.8x a flat-out one). Appends each call's seconds
-        to :attr:`times` (after ``warmup_s``); returns name -> each call's seconds from the
-        moment its block was due to the call's end (the response time; larger than the call
-        when an earlier call ran late)."""
+        session: on the 2-core VM a paced call cost 1.4-2.5x a flat-out one). Appends each
+        call's seconds to :attr:`times` (after ``warmup_s``); returns name -> each call's
+        seconds from the moment its block was due to the call's end (the response time;
+        larger than the call when an earlier call ran late)."""
         names = list(self.extenders)
         hops_s = [self.extenders[n].hop_samples / self.sample_rate for n in names]
         counts = [0] * len(names)
