@@ -170,6 +170,12 @@ def pooled_condition(averaged: np.ndarray, rows: int, band_of_bin: np.ndarray,
 
 
 # ---- the detected-band lock's kernels (kernels/lock.py), as the lock did them in NumPy
+def ramp(value: np.ndarray, full: float, off: float) -> np.ndarray:
+    """The lock's gates: 1 at ``full``, 0 at ``off`` (either may be the larger), linear in
+    between, clipped. The Numba ``lock_gains`` inlines the same line."""
+    return np.clip((value - off) / (full - off), 0.0, 1.0)
+
+
 def lock_gains(cutoff_hz: np.ndarray, added: np.ndarray, edges_hz: np.ndarray,
                table_gains: np.ndarray, excess_db: np.ndarray, gate_full_db: float,
                gate_off_db: float, rolloff_db: np.ndarray, rolloff_full_db: float,
@@ -178,11 +184,9 @@ def lock_gains(cutoff_hz: np.ndarray, added: np.ndarray, edges_hz: np.ndarray,
     rows = len(cutoff_hz)
     g = table_gains[np.searchsorted(edges_hz, cutoff_hz, side="right")]
     if excess_db.size:
-        g = g * np.clip((gate_off_db - excess_db[:rows]) / (gate_off_db - gate_full_db),
-                        0.0, 1.0)
+        g = g * ramp(excess_db[:rows], gate_full_db, gate_off_db)
     if rolloff_db.size:
-        g = g * np.clip((rolloff_db[:rows] - rolloff_off_db) / (rolloff_full_db - rolloff_off_db),
-                        0.0, 1.0)
+        g = g * ramp(rolloff_db[:rows], rolloff_full_db, rolloff_off_db)
     if below_power.size:
         wide = added.astype(np.float64)
         added_power = (wide * wide) @ hann_sq

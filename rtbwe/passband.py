@@ -33,6 +33,7 @@ from scipy import signal
 from torch import nn
 
 from . import kernels
+from .kernels.reference import ramp
 from .conditioning import condition_bands
 from .skirt import skirt_boost, skirt_responses
 
@@ -313,8 +314,8 @@ class DetectedBandLock:
                 return
             rows_index, skirts = rows_index[active], skirts[active]
             excess_db = None if excess_db is None else excess_db[active]
-        gates = (np.ones(len(rows_index)) if excess_db is None else np.clip(
-            (GATE_OFF_DB - excess_db) / (GATE_OFF_DB - GATE_FULL_DB), 0.0, 1.0))
+        gates = (np.ones(len(rows_index)) if excess_db is None
+                 else ramp(excess_db, GATE_FULL_DB, GATE_OFF_DB))
         responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
                      np.stack([self._skirt_response(row) for row in skirts]))
         count = len(rows_index)
