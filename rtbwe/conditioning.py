@@ -334,12 +334,15 @@ class SpectrumTracker:
         """The highest frequency the held skirt gains boost (any channel); None: none."""
         return self._skirt_top_hz
 
+    def boosted_top_hz(self, skirt: np.ndarray) -> float | None:
+        """The highest frequency that skirt gains (rows, bins) boost in any row; None: none."""
+        boosted = np.flatnonzero(skirt.any(axis=0))
+        return (float(boosted[-1] * self.sample_rate / self.window_samples)
+                if boosted.size else None)
+
     def _hold_skirt(self, skirt: np.ndarray) -> None:
         """Hold (channels, bins) skirt gains, and the top frequency they boost."""
-        self.skirt_gain = skirt
-        boosted = np.flatnonzero(skirt.any(axis=0))
-        self._skirt_top_hz = (float(boosted[-1] * self.sample_rate / self.window_samples)
-                              if boosted.size else None)
+        self.skirt_gain, self._skirt_top_hz = skirt, self.boosted_top_hz(skirt)
 
     def _due_frames(self, num_frames: int) -> list[int]:
         """Which of the next ``num_frames`` frames (0-based) re-detect the bandwidth: those

@@ -137,9 +137,7 @@ class WindowPath:
         extended = self.cutoffs_hz[:rows] < self.lock.extend_below_hz
         if extended.all():
             return self.tracker.skirt_top_hz
-        boosted = np.flatnonzero(self.skirts[:rows][extended].any(axis=0))
-        return (float(boosted[-1] * self.tracker.sample_rate / self.tracker.window_samples)
-                if boosted.size else None)
+        return self.tracker.boosted_top_hz(self.skirts[:rows][extended])
 
 
 def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarray,
