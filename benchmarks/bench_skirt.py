@@ -11,6 +11,7 @@ The boost's other cost, the skirt gain per detection (every 8th hop), is in the 
 from __future__ import annotations
 
 import argparse
+
 from rtbwe.benchmarking import InterleavedStreams, build_extender
 
 RATE = 48000
@@ -33,6 +34,7 @@ def main() -> None:
     streams.report(args.rounds, streams.time_lock_applies())
     boosted_hz = extenders["boost on"].stats.skirt_boost_hz
     print(f"the boost reached {boosted_hz and boosted_hz / 1000:.1f} kHz")
+
 
 if __name__ == "__main__":
     main()

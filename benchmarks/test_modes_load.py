@@ -29,6 +29,8 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -60,8 +62,19 @@ def _contenders() -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def _busy_loops(count: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(count)]
+@contextmanager
+def _busy_loops(count: int) -> Iterator[None]:
+    """``count`` busy loops, running SETTLE_S before the body (so the load average has risen)
+    and killed after it, however it ends."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(count)]
+    try:
+        if busy:
+            time.sleep(SETTLE_S)
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("condition", ["as-is", "busy2", "busy2-fifo"])
@@ -72,24 +85,19 @@ def test_modes_under_load(benchmark, record, condition):
                  for name, (model, w, h) in contenders.items()}
     streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=LOWPASS_HZ)
 
-    busy = _busy_loops(2) if condition.startswith("busy2") else []
-    try:
-        if busy:
-            time.sleep(SETTLE_S)
-        if condition == "busy2-fifo":  # the timing thread as `rtbwe live --realtime-priority 10`
-            note = request_realtime(10)
-            if note != "SCHED_FIFO 10":
-                pytest.skip(note)
-        load_before = os.getloadavg()[0]
-        benchmark.pedantic(streams.one_round, rounds=ROUNDS, iterations=1,
-                           warmup_rounds=WARMUP_ROUNDS)
-        load_after = os.getloadavg()[0]
-    finally:
-        for process in busy:
-            process.kill()
-            process.wait()
-        if condition == "busy2-fifo":
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    with _busy_loops(2 if condition.startswith("busy2") else 0):
+        try:
+            if condition == "busy2-fifo":  # as `rtbwe live --realtime-priority 10` runs
+                note = request_realtime(10)
+                if note != "SCHED_FIFO 10":
+                    pytest.skip(note)
+            load_before = os.getloadavg()[0]
+            benchmark.pedantic(streams.one_round, rounds=ROUNDS, iterations=1,
+                               warmup_rounds=WARMUP_ROUNDS)
+            load_after = os.getloadavg()[0]
+        finally:
+            if condition == "busy2-fifo":
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     figures = {"load_1min": f"{load_before:.2f}->{load_after:.2f}", "condition": condition,
                "backend": "onnx", "threads": 1}
     for name, bwe in extenders.items():
@@ -115,19 +123,12 @@ def test_paced_under_load(benchmark, record, condition):
                  for name, (w, h) in {"default-1024/768": (1024, 768),
                                       "default-448/224": (448, 224)}.items()}
     streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=LOWPASS_HZ)
-    busy = _busy_loops(2) if condition == "busy2" else []
     responses = {}
-    try:
-        if busy:
-            time.sleep(SETTLE_S)
+    with _busy_loops(2 if condition == "busy2" else 0):
         load_before = os.getloadavg()[0]
         benchmark.pedantic(lambda: responses.update(streams.paced(PACED_S)), rounds=1,
                            iterations=1)
         load_after = os.getloadavg()[0]
-    finally:
-        for process in busy:
-            process.kill()
-            process.wait()
     figures = {"load_1min": f"{load_before:.2f}->{load_after:.2f}", "condition": condition,
                "backend": "onnx", "threads": 1, "paced": True}
     for name, bwe in extenders.items():
