@@ -1,7 +1,7 @@
 """A model card's settings of the detected-band lock, checked as untrusted input.
 
 A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
-``rolloff_gate_db`` and ``skirt_eq`` (:class:`rtbwe.passband.DetectedBandLock`). Each is
+``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model`` (:class:`rtbwe.passband.DetectedBandLock`). Each is
 validated here before the lock is built; anything malformed falls back to the library's
 default rather than failing or building something unchecked.
 """
@@ -62,6 +62,15 @@ def skirt_eq(value) -> bool:
     return value is True
 
 
+def skirt_model(value) -> str | None:
+    """A card's ``skirt_model``: the name of a registered learned skirt estimate
+    (:data:`rtbwe.skirt_model.SKIRT_MODELS`) that sets the boost in place of the passband's
+    trend; anything else (absent, or not a registered name) means the trend rule."""
+    from .skirt_model import SKIRT_MODELS
+
+    return value if isinstance(value, str) and value in SKIRT_MODELS else None
+
+
 def lock_settings(card, skip_full_band: bool = True) -> dict:
     """A card (dict, or anything else: no settings) -> the lock's keyword arguments."""
     card = card if isinstance(card, dict) else {}
@@ -70,4 +79,5 @@ def lock_settings(card, skip_full_band: bool = True) -> dict:
                                                         DEFAULT_MAX_ADDED_RATIO)),
             "rolloff_gate_db": rolloff_gate_db(card.get("rolloff_gate_db")),
             "skirt_eq": skirt_eq(card.get("skirt_eq")),
+            "skirt_model": skirt_model(card.get("skirt_model")),
             "skip_network": bool(skip_full_band)}

@@ -300,6 +300,7 @@ class SpectrumTracker:
         # the skirt gain (rtbwe.skirt) of the latest detection per channel, (channels, bins),
         # computed only for callers that ask for it (update's ``skirts``)
         self.skirt_gain, self._skirt_top_hz = np.zeros((channels, bins)), None
+        self.skirt_estimator = None  # a rtbwe.skirt_model.SkirtModel, or the trend rule
         self.nyquist_hz = sample_rate / 2.0
         self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
         self._hann = _hann(window_samples)
@@ -424,7 +425,8 @@ class SpectrumTracker:
         self.kernels.window_contrast(at_due, len(found), extension_cutoff_hz(
             found, self.sample_rate), np.zeros(len(found)), self.sample_rate /
             self.window_samples, self.nyquist_hz, CONTRAST_GUARD, found_db, below)
-        skirt = (None if skirts is None else skirt_gain(
+        estimate = skirt_gain if self.skirt_estimator is None else self.skirt_estimator.gain
+        skirt = (None if skirts is None else estimate(
             at_due, found, self.sample_rate, self.window_samples).reshape(channels, len(due), -1))
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))

@@ -36,6 +36,7 @@ from . import kernels
 from .kernels.reference import ramp
 from .conditioning import condition_bands
 from .skirt import skirt_boost, skirt_responses
+from .skirt_model import load_skirt_model
 
 DEFAULT_TAPS = 255  # about 0.5 kHz transition at 48 kHz with Kaiser beta 8 (-80 dB stopband)
 KAISER_BETA = 8.0
@@ -200,13 +201,16 @@ class DetectedBandLock:
     With ``skirt_eq`` (a card's ``skirt_eq``), each extended window's input is also boosted
     just above its cutoff where a gentle filter left the band attenuated but present
     (:mod:`rtbwe.skirt`, from the tracker's skirt gain per window), under the same gate on
-    new content; the calibrated gains apply to the network's band only.
+    new content; the calibrated gains apply to the network's band only. ``skirt_model`` (a
+    card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`)
+    that the tracker then uses in place of :func:`rtbwe.skirt.skirt_gain`'s trend rule.
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
                  gain: float | list = 1.0, max_added_ratio: float | None = None,
                  gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None,
-                 skip_network: bool = True, skirt_eq: bool = False):
+                 skip_network: bool = True, skirt_eq: bool = False,
+                 skirt_model: str | None = None):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
         # the lock returns a window whose cutoff is at Nyquist as it came in, whatever the
         # network made of it: a batch with no other window need not run the network
@@ -219,6 +223,9 @@ class DetectedBandLock:
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
         self.skirt_eq = bool(skirt_eq)
+        # the boost's estimate: a learned one (rtbwe.skirt_model) by name, else the trend rule
+        self.skirt_model = skirt_model if self.skirt_eq else None
+        self.skirt_estimator = (load_skirt_model(skirt_model) if self.skirt_model else None)
         self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
             float(rolloff_gate_db[0]), float(rolloff_gate_db[1]))

@@ -180,7 +180,9 @@ class BandwidthExtender:
         skirt_boost: with ``passband="detected"``, boost a gentle filter's attenuated band
             above the detected bandwidth back up (:mod:`rtbwe.skirt`). None (default): as the
             model card says (``skirt_eq``; on in the shipped default, whose gains were fitted
-            with it); True / False: on / off.
+            with it); True / False: on / off. How much is boosted is the card's learned
+            estimate (``skirt_model``, :mod:`rtbwe.skirt_model`; the default's) or else the
+            trend rule of :mod:`rtbwe.skirt`.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy),
@@ -216,6 +218,7 @@ class BandwidthExtender:
             settings["skirt_eq"] = bool(skirt_boost)
         self.extension_gain, self.max_added_ratio = settings["gain"], settings["max_added_ratio"]
         self.rolloff_gate_db, self.skirt_eq = settings["rolloff_gate_db"], settings["skirt_eq"]
+        self.skirt_model = settings["skirt_model"] if self.skirt_eq else None
         self._band_lock = settings if self.passband == "detected" else False
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))

@@ -33,6 +33,11 @@ its input (39.8 at 20) for 0.1 dB less on the filter rows. Where it cannot tell:
 aliased band looks like a skirt (-0.06 dB on validation, one clip -0.19), and a lossy file's
 encoder low-pass is boosted like any gentle filter.
 
+A card may name a learned estimate of the same gain instead (``skirt_model``,
+:mod:`rtbwe.skirt_model`; the default's since the twelfth session): it gives up no margin and
+learned from the training split when a roll-off is the music's own. This trend rule stays for
+cards that name none, and for ``skirt_model``'s absence or an unregistered name.
+
 The processor applies the gain per window in the detected-band lock
 (:class:`rtbwe.passband.DetectedBandLock`, ``skirt_eq=True``) as a zero-phase Kaiser FIR
 (:func:`skirt_responses`), like the lock's own high-pass, so it adds no latency and streaming

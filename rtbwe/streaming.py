@@ -111,6 +111,9 @@ class WindowPath:
         # each window's skirt gain (rtbwe.skirt), when the lock boosts a gentle filter's skirt
         self.skirts = (np.zeros((rows, window_samples // 2 + 1))
                        if self.lock is not None and self.lock.skirt_eq else None)
+        # the tracker computes the skirt gain at each detection: by the lock's learned
+        # estimate when it has one (rtbwe.skirt_model), else by the trend rule (rtbwe.skirt)
+        tracker.skirt_estimator = None if self.skirts is None else self.lock.skirt_estimator
 
     def run(self, frames: np.ndarray, num_frames: int, stats: ProcessorStats) -> None:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""

@@ -5,6 +5,7 @@
     rtbwe-train eval runs/arunet-small-da-6k/best.json --data corpus/v1
     rtbwe-train plot runs/arunet-small-da-6k --out curves.png
     rtbwe-train export runs/arunet-small-da-6k rtbwe/weights/arunet-small-6k --data corpus/v1
+    rtbwe-train skirt rtbwe/weights/skirt-mlp --data corpus/v2 corpus/real
 """
 from __future__ import annotations
 
@@ -223,6 +224,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         card["train_seconds"] = round(float(state["elapsed"]), 1)
         card["validation"] = {"note": f"the run's last checkpoint (step {state['step']}), "
                               "not its best validation"}
+    if args.skirt_model:  # the learned skirt estimate the gains are fitted on top of
+        from rtbwe.card_lock import skirt_model
+
+        if skirt_model(args.skirt_model) is None or not args.skirt_eq:
+            raise SystemExit(f"--skirt-model {args.skirt_model!r}: needs --skirt-eq and a "
+                             "registered name (rtbwe.skirt_model.SKIRT_MODELS)")
+        card["skirt_model"] = model.card["skirt_model"] = args.skirt_model
     if card.get("training", {}).get("degradations") == "wide":
         from .degrade import describe
 
@@ -368,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--skirt-eq", action="store_true",
                    help="with --calibrate: the lock also boosts a gentle filter's skirt "
                    "(rtbwe/skirt.py; the card's skirt_eq), and the gains are fitted with it")
+    x.add_argument("--skirt-model", help="with --skirt-eq: the boost's learned estimate "
+                   "(rtbwe/skirt_model.py, e.g. skirt-mlp; the card's skirt_model)")
     x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
                    "copied into the card")
     x.add_argument("--clip-seconds", type=float, default=10.0,
@@ -375,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--clips", type=int, default=24, help="most test clips (default 24)")
     x.set_defaults(func=cmd_export)
 
+    from .skirt_fit import register as register_skirt
+
+    register_skirt(sub)
     try:
         from .reproduce import register
     except ModuleNotFoundError:
