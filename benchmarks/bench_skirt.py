@@ -2,8 +2,9 @@
 
     python benchmarks/bench_skirt.py [--rounds 2000] [--window 1024 --hop 768]
 
-Tenth session. Two default extenders (ONNX Runtime, 1 thread), one with the card's
-``skirt_eq`` turned off, stream side by side (:class:`rtbwe.benchmarking.InterleavedStreams`:
+Tenth session; the learned estimate (rtbwe/skirt_model.py) since the twelfth. Three default
+extenders (ONNX Runtime, 1 thread): the boost by the learned estimate, by the trend rule, and
+off, stream side by side (:class:`rtbwe.benchmarking.InterleavedStreams`:
 noise low-passed at 6 kHz by a zero-phase Butterworth 6's response, so the lock extends and
 the boost works on every window), one hop per round each, with each lock's ``apply`` timed.
 The boost's other cost, the skirt gain per detection (every 8th hop), is in the hop times.
@@ -24,16 +25,18 @@ def main() -> None:
     parser.add_argument("--hop", type=int, default=768)
     args = parser.parse_args()
     extenders = {}
-    for name, on in (("boost on", True), ("boost off", False)):
+    for name, on, model in (("learned boost", True, "skirt-mlp"), ("trend boost", True, None),
+                            ("boost off", False, None)):
         bwe = build_extender("default", "onnx", 1, window_ms=1000 * args.window / RATE,
                              hop_ms=1000 * args.hop / RATE)
-        bwe._band_lock = {**bwe._band_lock, "skirt_eq": on}
+        bwe._band_lock = {**bwe._band_lock, "skirt_eq": on, "skirt_model": model}
         extenders[name] = bwe
     streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=6000.0)
     print(f"window / hop {args.window} / {args.hop}")
     streams.report(args.rounds, streams.time_lock_applies())
-    boosted_hz = extenders["boost on"].stats.skirt_boost_hz
-    print(f"the boost reached {boosted_hz and boosted_hz / 1000:.1f} kHz")
+    for name in ("learned boost", "trend boost"):
+        boosted_hz = extenders[name].stats.skirt_boost_hz
+        print(f"the {name} reached {boosted_hz and boosted_hz / 1000:.1f} kHz")
 
 
 if __name__ == "__main__":

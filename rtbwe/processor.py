@@ -180,9 +180,9 @@ class BandwidthExtender:
         skirt_boost: with ``passband="detected"``, boost a gentle filter's attenuated band
             above the detected bandwidth back up (:mod:`rtbwe.skirt`). None (default): as the
             model card says (``skirt_eq``; on in the shipped default, whose gains were fitted
-            with it); True / False: on / off. How much is boosted is the card's learned
-            estimate (``skirt_model``, :mod:`rtbwe.skirt_model`; the default's) or else the
-            trend rule of :mod:`rtbwe.skirt`.
+            with it); True / False: on / off. How much is boosted: the card's learned
+            estimate (``skirt_model``, :mod:`rtbwe.skirt_model`, as in the card
+            ``default-learned-skirt``), else the trend rule of :mod:`rtbwe.skirt`.
 
     Attributes: ``latency_samples`` (= window_samples - 1), ``latency_ms``, ``window_samples``,
     ``hop_samples``, ``sample_rate``, ``stats`` (a :class:`ProcessorStats` copy),

@@ -34,9 +34,10 @@ aliased band looks like a skirt (-0.06 dB on validation, one clip -0.19), and a 
 encoder low-pass is boosted like any gentle filter.
 
 A card may name a learned estimate of the same gain instead (``skirt_model``,
-:mod:`rtbwe.skirt_model`; the default's since the twelfth session): it gives up no margin and
-learned from the training split when a roll-off is the music's own. This trend rule stays for
-cards that name none, and for ``skirt_model``'s absence or an unregistered name.
+:mod:`rtbwe.skirt_model`; the opt-in card ``default-learned-skirt``, twelfth session): it gives
+up no margin, and learned from the training split when a roll-off is the music's own. It
+boosts only where :func:`has_skirt` sees a skirt. This trend rule serves every card that
+names none (the default), or names an unregistered one.
 
 The processor applies the gain per window in the detected-band lock
 (:class:`rtbwe.passband.DetectedBandLock`, ``skirt_eq=True``) as a zero-phase Kaiser FIR
@@ -94,10 +95,23 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
               edge_hz: float, gain: np.ndarray) -> None:
     """One row of :func:`skirt_gain`: (bins,) dB levels -> ``gain`` (bins,), zeros, filled
     with the gain minus 1 where boosted. Slices, not masks: this runs at every detection."""
+    skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz)
+    if skirt is None:
+        return
+    first, gap_db = skirt
+    boost_db = np.clip(gap_db - MARGIN_DB, 0.0, MAX_BOOST_DB)
+    gain[first:first + len(gap_db)] = 10.0 ** (boost_db / 20.0) - 1.0
+
+
+def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edge_hz: float
+               ) -> tuple[int, np.ndarray] | None:
+    """(first bin, gap_db (bins of the skirt,)): how far each bin from the bandwidth up to
+    the floor lies below the passband's trend; None for a cliff (a span narrower than
+    MIN_WIDTH x the bandwidth) or a passband too narrow to fit a trend."""
     lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
     hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
     if hi - lo < 3:
-        return
+        return None
     x, y = log_f[lo:hi], level_db[lo:hi]
     centred = x - x.mean()
     slope = float(centred @ (y - y.mean())) / float(centred @ centred)
@@ -108,9 +122,18 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     floor = gap_db > FLOOR_GAP_DB
     count = int(np.argmax(floor)) if floor.any() else len(gap_db)
     if count == 0 or freqs_hz[first + count - 1] - edge_hz < MIN_WIDTH * edge_hz:
-        return  # a cliff (a resampler's or a codec's transition), not a filter's skirt
-    boost_db = np.clip(gap_db[:count] - MARGIN_DB, 0.0, MAX_BOOST_DB)
-    gain[first:first + count] = 10.0 ** (boost_db / 20.0) - 1.0
+        return None  # a cliff (a resampler's or a codec's transition), not a filter's skirt
+    return first, gap_db[:count]
+
+
+def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int
+              ) -> bool:
+    """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
+    filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
+    resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
+    only such rows."""
+    freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
+    return _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz)) is not None
 
 
 def skirt_responses(gain: np.ndarray, n_fft: int, taps: int) -> np.ndarray:

@@ -9,8 +9,13 @@ trend with a small network fitted to that question directly (``rtbwe-train skirt
 detected bandwidth ``e``, it predicts the boost in dB at BOOST_POINTS points evenly over
 [1, 2] x ``e``, linear in between, 0 elsewhere. It was trained on the training split's
 degradations (filters of every training family, Butterworth 2-12, resamplers, MP3, GSM and
-none) with the exact error of the boosted input as its loss, so it learned to leave
-resamplers' and codecs' cliffs alone and how far music's own roll-off goes on.
+none) with the exact error of the boosted input, through the lock's FIR, as its loss: it
+learned how far music's own roll-off goes on, and to boost cliffs little. A row is boosted
+only where the trend rule's cliff test (:func:`rtbwe.skirt.has_skirt`) sees a skirt: without
+that guard one resampled-via-8 kHz test clip in 23 was made worse and the row fell to
+-0.17 dB. Measured on the test split (docs/training.md, twelfth session): about twice the
+trend rule's ΔSNR on every filter row, but more clips made worse, so only the opt-in card
+``default-learned-skirt`` names it.
 
 Inputs, per row: ``L`` = the long-term power in dB smoothed over 5 bins (as the detection),
 at FEATURE_POINTS x ``e`` (linear interpolation), minus its mean over ANCHOR_SPAN x ``e``,
@@ -31,6 +36,7 @@ import numpy as np
 from scipy.special import erf
 
 from .bandwidth import FULL_BAND_FRACTION, _smooth_db
+from .skirt import has_skirt
 from .weights import MAX_CARD_BYTES, WEIGHTS_DIR, ModelLoadingError, read_weights_file
 
 FEATURE_POINTS = np.linspace(0.3, 2.0, 52)  # x the bandwidth: the levels the network sees
@@ -77,7 +83,9 @@ class SkirtModel:
     FEATURES), ``b1``, ``w2`` (hidden, hidden), ``b2``, ``w3`` (BOOST_POINTS, hidden), ``b3``,
     as torch's ``nn.Linear`` stores them."""
 
-    def __init__(self, tensors: dict[str, np.ndarray], max_boost_db: float, name: str = ""):
+    def __init__(self, tensors: dict[str, np.ndarray], max_boost_db: float, name: str = "",
+                 cliff_guard: bool = True):
+        self.cliff_guard = bool(cliff_guard)
         self.layers = [(tensors[f"w{k}"].astype(np.float64), tensors[f"b{k}"].astype(np.float64))
                        for k in (1, 2, 3)]
         self.max_boost_db, self.name = float(max_boost_db), name
@@ -104,8 +112,14 @@ class SkirtModel:
                                  & (power.mean(axis=1) > SILENT_POWER))
         if limited.size == 0:
             return out
-        freqs_hz = _freqs(int(sample_rate), int(window_samples))
         level_db = _smooth_db(power[limited])
+        if self.cliff_guard:  # only rows with a gentle skirt, as the trend rule
+            keep = [has_skirt(level, edge_hz[r], sample_rate, window_samples)
+                    for level, r in zip(level_db, limited)]
+            limited, level_db = limited[keep], level_db[keep]
+            if limited.size == 0:
+                return out
+        freqs_hz = _freqs(int(sample_rate), int(window_samples))
         boost = self.boost_db(features(level_db, edge_hz[limited], freqs_hz))
         out[limited] = 10.0 ** (boost_on_bins(boost, edge_hz[limited], freqs_hz) / 20.0) - 1.0
         return out

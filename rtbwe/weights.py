@@ -45,6 +45,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {"default": "arunet-small-half-wide-spectral",
            "fast": "arunet-small-half-wide-spectral",
            "arunet-small-half-wide-spectral": "arunet-small-half-wide-spectral",
+           # the default's weights with the learned skirt estimate (twelfth session): more
+           # ΔSNR on gentle filters, a few more clips made worse; opt-in (docs/training.md)
+           "default-learned-skirt": "default-learned-skirt",
            "arunet-small-wide": "arunet-small-wide",
            "arunet-small-half-wide": "arunet-small-half-wide",
            "arunet-small-cond-6k": "arunet-small-cond-6k",

@@ -169,11 +169,15 @@ class Fitter:
                 / (plain.clamp_min(0) + 1e-4 * energy))
 
 
+WORSE_RATIO = 10 ** 0.05  # an example made worse by more than 0.5 dB
+
+
 def fit(train: dict, validation: dict, hidden: int = 64, max_boost_db: float = 30.0,
-        steps: int = 8000, batch: int = 512, seed: int = 0, progress=print
-        ) -> tuple["Fitter", float]:
-    """Adam with a cosine schedule on mean ratio; the state with the best validation mean
-    ratio (checked every 250 steps) is kept. Returns the fitter and that ratio."""
+        steps: int = 8000, batch: int = 512, seed: int = 0, worse_penalty: float = 0.0,
+        progress=print) -> tuple["Fitter", float]:
+    """Adam with a cosine schedule on mean ratio, plus ``worse_penalty`` x the mean excess of
+    ratios above WORSE_RATIO (examples made worse by more than 0.5 dB); the state with the
+    best validation score (checked every 250 steps) is kept. Returns the fitter and it."""
     import torch
 
     def target(d):
@@ -191,7 +195,8 @@ def fit(train: dict, validation: dict, hidden: int = 64, max_boost_db: float = 3
         rows = torch.randint(0, count, (batch,), generator=generator)
         span = int(torch.randint(0, len(SPANS), (), generator=generator))
         gains = fitter.gains(*(a[rows] for a in train_inputs[span]))
-        loss = fitter.ratios(gains, {k: v[rows] for k, v in train_target.items()}).mean()
+        ratios = fitter.ratios(gains, {k: v[rows] for k, v in train_target.items()})
+        loss = (ratios + worse_penalty * torch.relu(ratios - WORSE_RATIO)).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(fitter.net.parameters(), 1.0)
@@ -199,7 +204,8 @@ def fit(train: dict, validation: dict, hidden: int = 64, max_boost_db: float = 3
         schedule.step()
         if step % 250 == 0:
             with torch.no_grad():
-                score = float(fitter.ratios(fitter.gains(*val_inputs), val_target).mean())
+                ratios = fitter.ratios(fitter.gains(*val_inputs), val_target)
+                score = float((ratios + worse_penalty * torch.relu(ratios - WORSE_RATIO)).mean())
             if score < best:
                 best, best_state = score, copy.deepcopy(fitter.net.state_dict())
             if step % 1000 == 0:
@@ -249,10 +255,10 @@ def cmd_skirt(args) -> int:
                 np.savez(path, **splits[split])
     train, validation = splits["train"], splits["validation"]
     fitter, score = fit(train, validation, args.hidden, args.max_boost_db, args.steps,
-                        seed=args.seed)
+                        seed=args.seed, worse_penalty=args.worse_penalty)
     card = {"kind": "skirt estimate (rtbwe.skirt_model)", "data": args.data,
             "train_examples": len(train["name"]), "validation_examples": len(validation["name"]),
-            "steps": args.steps, "seed": args.seed,
+            "steps": args.steps, "seed": args.seed, "worse_penalty": args.worse_penalty,
             "validation_mean_error_ratio": round(score, 4),
             "degradations": {"draws_per_segment": DRAWS, "draw": "rtbwe.training.degrade.draw",
                              "butterworth_orders": list(BUTTER_ORDERS), "none": True},
@@ -268,11 +274,15 @@ def register(sub) -> None:
     s.add_argument("stem", help="output path without suffix, e.g. rtbwe/weights/skirt-mlp")
     s.add_argument("--data", nargs="+", required=True, help="datasets (their train and "
                    "validation splits; the test split is not read)")
-    s.add_argument("--steps", type=int, default=8000)
-    s.add_argument("--hidden", type=int, default=64)
-    s.add_argument("--max-boost-db", type=float, default=30.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--steps", type=int, default=8000, help="Adam steps (default 8000)")
+    s.add_argument("--hidden", type=int, default=64, help="units per hidden layer (default 64)")
+    s.add_argument("--max-boost-db", type=float, default=30.0,
+                   help="the largest boost the network can give, in dB (default 30)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="the degradations drawn and the network's initial weights")
+    s.add_argument("--worse-penalty", type=float, default=0.0,
+                   help="weight on examples made worse by more than 0.5 dB (default 0)")
+    s.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     s.add_argument("--examples", help="folder caching the examples (train.npz, "
                    "validation.npz): loaded when present, else built and saved")
     s.set_defaults(func=cmd_skirt)
