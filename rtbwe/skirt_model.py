@@ -148,7 +148,8 @@ def load_skirt_model(name: str) -> SkirtModel:
         raise ModelLoadingError(f"unknown skirt model {name!r}; registered: "
                                 f"{', '.join(SKIRT_MODELS)}")
     card_path = WEIGHTS_DIR / f"{SKIRT_MODELS[name]}.json"
-    raw = card_path.read_bytes()[:MAX_CARD_BYTES + 1]
+    with open(card_path, "rb") as f:
+        raw = f.read(MAX_CARD_BYTES + 1)
     try:
         card = json.loads(raw) if len(raw) <= MAX_CARD_BYTES else None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

@@ -16,14 +16,15 @@ def random_tiny(seed: int = 0) -> nn.Module:
 
 
 def stream_in_random_blocks(bwe, x, sample_rate: int, max_block: int = 3000, seed: int = 0):
-    """``x`` (samples,) through ``bwe.process(..., reset=False)`` in blocks of random sizes
-    1..max_block -> the concatenated stream (samples,), delayed by ``bwe.latency_samples``."""
+    """``x`` (samples,) or (channels, samples) through ``bwe.process(..., reset=False)`` in
+    blocks of random sizes 1..max_block -> the concatenated stream, the same shape, delayed by
+    ``bwe.latency_samples``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     parts, at = [], 0
-    while at < x.size:
+    while at < x.shape[-1]:
         n = int(rng.integers(1, max_block))
-        parts.append(bwe.process(x[at:at + n], sample_rate, reset=False))
+        parts.append(bwe.process(x[..., at:at + n], sample_rate, reset=False))
         at += n
-    return np.concatenate(parts)
+    return np.concatenate(parts, axis=-1)

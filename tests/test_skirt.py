@@ -5,7 +5,7 @@ import pytest
 import soxr
 from scipy import signal
 
-from helpers import random_tiny
+from helpers import random_tiny, stream_in_random_blocks
 from torch import nn
 
 from rtbwe import BandwidthExtender
@@ -104,13 +104,7 @@ def test_streaming_equals_offline_with_the_skirt_boost():
                                                          num_threads=1).process(x, SR))
     bwe.reset()
     lag = bwe.latency_samples
-    padded = np.pad(x, ((0, 0), (0, lag)))
-    parts, at, rng = [], 0, np.random.default_rng(0)
-    while at < padded.shape[1]:
-        n = int(rng.integers(1, 3000))
-        parts.append(bwe.process(padded[:, at:at + n], SR, reset=False))
-        at += n
-    streamed = np.concatenate(parts, axis=1)[:, lag:]
+    streamed = stream_in_random_blocks(bwe, np.pad(x, ((0, 0), (0, lag))), SR)[:, lag:]
     np.testing.assert_allclose(streamed, offline, atol=1e-5)
 
 

@@ -11,7 +11,7 @@ import soxr
 import torch
 from torch import nn
 
-from helpers import random_tiny
+from helpers import random_tiny, stream_in_random_blocks
 from test_skirt import SR, WINDOW, _long_term_power, _music_like_noise, _snr_db
 
 from rtbwe import BandwidthExtender, skirt_model
@@ -81,13 +81,8 @@ def test_streaming_equals_offline_with_the_learned_skirt():
     assert not np.array_equal(offline, _extender(None, random_tiny(6)).process(x, SR))
     bwe.reset()
     lag = bwe.latency_samples
-    padded = np.pad(x, ((0, 0), (0, lag)))
-    parts, at, rng = [], 0, np.random.default_rng(1)
-    while at < padded.shape[1]:
-        n = int(rng.integers(1, 3000))
-        parts.append(bwe.process(padded[:, at:at + n], SR, reset=False))
-        at += n
-    np.testing.assert_allclose(np.concatenate(parts, axis=1)[:, lag:], offline, atol=1e-5)
+    streamed = stream_in_random_blocks(bwe, np.pad(x, ((0, 0), (0, lag))), SR, seed=1)
+    np.testing.assert_allclose(streamed[:, lag:], offline, atol=1e-5)
 
 
 @pytest.mark.parametrize("value, expected", [("skirt-mlp", "skirt-mlp"), (None, None),

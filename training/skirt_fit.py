@@ -68,6 +68,8 @@ def examples(roots: list[str], split: str, seed: int, progress=print) -> dict[st
                 if len(clean) < 2 * SAMPLE_RATE or np.mean(clean ** 2) < 1e-8:
                     continue
                 top = 0.95 * own_bandwidth_hz(clean)
+                if not np.isfinite(top):
+                    continue
                 cases = [degrade.draw(rng, top) for _ in range(DRAWS)] + [None]
                 if top > degrade.MIN_CUTOFF_HZ:
                     cutoff = np.exp(rng.uniform(np.log(degrade.MIN_CUTOFF_HZ),
