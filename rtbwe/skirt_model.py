@@ -148,8 +148,12 @@ def load_skirt_model(name: str) -> SkirtModel:
         raise ModelLoadingError(f"unknown skirt model {name!r}; registered: "
                                 f"{', '.join(SKIRT_MODELS)}")
     card_path = WEIGHTS_DIR / f"{SKIRT_MODELS[name]}.json"
-    with open(card_path, "rb") as f:
-        raw = f.read(MAX_CARD_BYTES + 1)
+    try:
+        with open(card_path, "rb") as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
+    except OSError as err:
+        raise ModelLoadingError(f"skirt model card missing or unreadable: {card_path} "
+                                f"({err})") from None
     try:
         card = json.loads(raw) if len(raw) <= MAX_CARD_BYTES else None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -168,9 +172,8 @@ def load_skirt_model(name: str) -> SkirtModel:
     if hashlib.sha256(data).hexdigest() != card["sha256"]:
         raise ModelLoadingError(f"{weights_path}: sha256 differs from its card's")
     expected = _shapes(hidden)
-    found = {k: (dtype, shape) for k, (dtype, shape) in declared.items()}
-    if found != {k: ("F32", shape) for k, shape in expected.items()}:
-        raise ModelLoadingError(f"{weights_path}: tensors {found} are not the float32 "
+    if declared != {k: ("F32", shape) for k, shape in expected.items()}:
+        raise ModelLoadingError(f"{weights_path}: tensors {declared} are not the float32 "
                                 f"{expected} a skirt model of width {hidden} has")
     tensors = load_bytes(data)
     if not all(np.isfinite(t).all() for t in tensors.values()):

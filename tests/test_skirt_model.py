@@ -110,7 +110,8 @@ def test_the_shipped_skirt_model_loads(weights_copy):
         skirt_model.load_skirt_model("nope")
 
 
-@pytest.mark.parametrize("damage", ["sha256", "hidden", "truncated", "not json", "nan"])
+@pytest.mark.parametrize("damage", ["sha256", "hidden", "truncated", "not json", "nan",
+                                    "no card"])
 def test_a_damaged_skirt_model_is_refused_by_name(weights_copy, damage):
     from safetensors.numpy import load_file, save_file
 
@@ -129,6 +130,8 @@ def test_a_damaged_skirt_model_is_refused_by_name(weights_copy, damage):
         save_file(tensors, weights_path)
         card["sha256"] = hashlib.sha256(weights_path.read_bytes()).hexdigest()
     card_path.write_text("{not json" if damage == "not json" else json.dumps(card))
+    if damage == "no card":
+        card_path.unlink()
     with pytest.raises(ModelLoadingError, match="skirt-mlp"):
         skirt_model.load_skirt_model("skirt-mlp")
 
