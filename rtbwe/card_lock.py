@@ -1,9 +1,10 @@
 """A model card's settings of the detected-band lock, checked as untrusted input.
 
 A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
-``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model`` (:class:`rtbwe.passband.DetectedBandLock`). Each is
-validated here before the lock is built; anything malformed falls back to the library's
-default rather than failing or building something unchecked.
+``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
+(:class:`rtbwe.passband.DetectedBandLock`). Each is validated here before the lock is built;
+anything malformed falls back to the library's default rather than failing or building
+something unchecked.
 """
 from __future__ import annotations
 

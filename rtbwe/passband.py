@@ -224,8 +224,8 @@ class DetectedBandLock:
         self.gate = gate
         self.skirt_eq = bool(skirt_eq)
         # the boost's estimate: a learned one (rtbwe.skirt_model) by name, else the trend rule
-        self.skirt_model = skirt_model if self.skirt_eq else None
-        self.skirt_estimator = (load_skirt_model(skirt_model) if self.skirt_model else None)
+        self.skirt_estimator = (load_skirt_model(skirt_model) if self.skirt_eq and skirt_model
+                                else None)
         self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
             float(rolloff_gate_db[0]), float(rolloff_gate_db[1]))

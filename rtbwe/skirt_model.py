@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import erf
 
 from .bandwidth import FULL_BAND_FRACTION, _smooth_db
-from .skirt import has_skirt
+from .skirt import _grid, has_skirt
 from .weights import MAX_CARD_BYTES, WEIGHTS_DIR, ModelLoadingError, read_weights_file
 
 FEATURE_POINTS = np.linspace(0.3, 2.0, 52)  # x the bandwidth: the levels the network sees
@@ -119,17 +119,10 @@ class SkirtModel:
             limited, level_db = limited[keep], level_db[keep]
             if limited.size == 0:
                 return out
-        freqs_hz = _freqs(int(sample_rate), int(window_samples))
+        freqs_hz = _grid(int(sample_rate), int(window_samples))[0]
         boost = self.boost_db(features(level_db, edge_hz[limited], freqs_hz))
         out[limited] = 10.0 ** (boost_on_bins(boost, edge_hz[limited], freqs_hz) / 20.0) - 1.0
         return out
-
-
-@lru_cache(maxsize=8)
-def _freqs(sample_rate: int, window_samples: int) -> np.ndarray:
-    freqs_hz = np.fft.rfftfreq(window_samples, 1.0 / sample_rate)
-    freqs_hz.flags.writeable = False
-    return freqs_hz
 
 
 def _shapes(hidden: int) -> dict[str, tuple[int, ...]]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtbwe.bandwidth import _smooth_db, detect_bandwidth_hz
+from rtbwe.bandwidth import FULL_BAND_FRACTION, _smooth_db, detect_bandwidth_hz
 from rtbwe.filters import FilterSpec
 from rtbwe.passband import DEFAULT_TAPS
 from rtbwe.skirt import skirt_responses
@@ -99,7 +99,7 @@ def _inputs(pxx: np.ndarray, bandwidth_hz: np.ndarray):
     import torch
 
     freqs = np.fft.rfftfreq(WINDOW, 1.0 / SAMPLE_RATE)
-    limited = np.isfinite(bandwidth_hz) & (bandwidth_hz < 0.8 * SAMPLE_RATE / 2)
+    limited = np.isfinite(bandwidth_hz) & (bandwidth_hz < FULL_BAND_FRACTION * SAMPLE_RATE / 2)
     x = np.zeros((len(pxx), FEATURES), np.float32)
     if limited.any():
         x[limited] = features(_smooth_db(pxx[limited]), bandwidth_hz[limited], freqs)
