@@ -2,7 +2,7 @@
 
 A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
 ``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
-(:class:`rtbwe.passband.DetectedBandLock`). Each is validated here before the lock is built;
+(:class:`rtbwe.passband.DetectedBandLock`), and ``cutoff_scaling`` (:mod:`rtbwe.rescale`). Each is validated here before the lock is built;
 anything malformed falls back to the library's default rather than failing or building
 something unchecked.
 """
@@ -72,6 +72,26 @@ def skirt_model(value) -> str | None:
     return value if isinstance(value, str) and value in SKIRT_MODELS else None
 
 
+def cutoff_scaling(value) -> dict | None:
+    """A card's ``cutoff_scaling`` (:mod:`rtbwe.rescale`): ``{"model": a name in
+    SCALED_MODELS, "target_hz": 1000-20000, "max_length_ratio": 1-4, "gain": 0-4}``, finite
+    numbers; anything else (absent, or malformed) means the engine's network runs every
+    window as it is."""
+    from .rescale import SCALED_MODELS
+
+    if not isinstance(value, dict) or value.get("model") not in SCALED_MODELS:
+        return None
+    numbers = {key: value.get(key, default) for key, default in
+               (("target_hz", None), ("max_length_ratio", 2.0), ("gain", 1.0))}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+               for v in numbers.values()):
+        return None
+    if not (1000.0 <= numbers["target_hz"] <= 20000.0 and 1.0 <= numbers["max_length_ratio"]
+            <= 4.0 and 0.0 <= numbers["gain"] <= MAX_EXTENSION_GAIN):
+        return None
+    return {"model": value["model"], **{k: float(v) for k, v in numbers.items()}}
+
+
 def lock_settings(card, skip_full_band: bool = True) -> dict:
     """A card (dict, or anything else: no settings) -> the lock's keyword arguments."""
     card = card if isinstance(card, dict) else {}
@@ -81,4 +101,5 @@ def lock_settings(card, skip_full_band: bool = True) -> dict:
             "rolloff_gate_db": rolloff_gate_db(card.get("rolloff_gate_db")),
             "skirt_eq": skirt_eq(card.get("skirt_eq")),
             "skirt_model": skirt_model(card.get("skirt_model")),
+            "cutoff_scaling": cutoff_scaling(card.get("cutoff_scaling")),
             "skip_network": bool(skip_full_band)}

@@ -408,6 +408,12 @@ class SpectrumTracker:
                                   self.nyquist_hz, FLOOR_DB, CEILING_DB, SCALE_DB,
                                   self._band_power, out)
 
+    def long_term_power(self, rows: int) -> np.ndarray:
+        """(rows, bins) float64 view: each row's long-term spectrum after the last
+        :meth:`update` (rows in its order), the input of a scaled condition
+        (:mod:`rtbwe.rescale`)."""
+        return self._averaged[:rows]
+
     def _detect(self, averaged: np.ndarray, num_frames: int, due: list[int],
                 cutoff: np.ndarray, reference_db: np.ndarray,
                 skirts: np.ndarray | None = None) -> None:

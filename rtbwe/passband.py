@@ -204,13 +204,16 @@ class DetectedBandLock:
     new content; the calibrated gains apply to the network's band only. ``skirt_model`` (a
     card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`)
     that the tracker then uses in place of :func:`rtbwe.skirt.skirt_gain`'s trend rule.
+    ``cutoff_scaling`` (a card's ``cutoff_scaling``, :mod:`rtbwe.rescale`) is carried for
+    the window path: the network then runs on windows resampled to put their cutoff at its
+    ``target_hz``.
     """
 
     def __init__(self, sample_rate: int, window_samples: int, taps: int = DEFAULT_TAPS,
                  gain: float | list = 1.0, max_added_ratio: float | None = None,
                  gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None,
                  skip_network: bool = True, skirt_eq: bool = False,
-                 skirt_model: str | None = None):
+                 skirt_model: str | None = None, cutoff_scaling: dict | None = None):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
         # the lock returns a window whose cutoff is at Nyquist as it came in, whatever the
         # network made of it: a batch with no other window need not run the network
@@ -227,6 +230,9 @@ class DetectedBandLock:
         self.skirt_estimator = (load_skirt_model(skirt_model) if self.skirt_eq and skirt_model
                                 else None)
         self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum
+        # carried for rtbwe.streaming.WindowPath, which runs the network through a
+        # rtbwe.rescale.CutoffScaler with these settings (the lock itself does not use them)
+        self.cutoff_scaling = dict(cutoff_scaling) if cutoff_scaling else None
         self.rolloff_gate_db = None if rolloff_gate_db is None else (
             float(rolloff_gate_db[0]), float(rolloff_gate_db[1]))
         # the linear convolution's length, rounded up to a fast FFT size (1,280 for 1024 + 255
@@ -248,6 +254,11 @@ class DetectedBandLock:
         spectrum *= band_responses(self.sample_rate, cutoff_hz, None, self.n_fft, self.taps)
         half = self.taps // 2
         return np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
+
+    def bucket_gains(self, cutoff_hz: np.ndarray) -> np.ndarray:
+        """(rows,) cutoffs -> (rows,) the gain table's gain for each (its bucket's)."""
+        bucket = np.searchsorted(self.gain_edges_hz, np.asarray(cutoff_hz, float), side="right")
+        return self.gains[np.minimum(bucket, len(self.gains) - 1)]
 
     @property
     def needs_rolloff(self) -> bool:

@@ -219,6 +219,7 @@ class BandwidthExtender:
         self.extension_gain, self.max_added_ratio = settings["gain"], settings["max_added_ratio"]
         self.rolloff_gate_db, self.skirt_eq = settings["rolloff_gate_db"], settings["skirt_eq"]
         self.skirt_model = settings["skirt_model"] if self.skirt_eq else None
+        self.cutoff_scaling = settings["cutoff_scaling"]
         self._band_lock = settings if self.passband == "detected" else False
         self.window_samples = int(round(window_ms * self.sample_rate / 1000))
         self.hop_samples = int(round(hop_ms * self.sample_rate / 1000))

@@ -37,6 +37,7 @@ from . import kernels
 from .conditioning import SpectrumTracker, check_layout
 from .engine import InferenceEngine
 from .passband import DetectedBandLock
+from .rescale import CutoffScaler
 
 
 @dataclass
@@ -55,8 +56,8 @@ class ProcessorStats:
     input_bandwidth_hz: float | None = None  # detected bandwidth (widest channel); None: unknown
     skirt_boost_hz: float | None = None  # top of the skirt boost (rtbwe.skirt); None: no boost
 
-    def count_batch(self, rows: int, seconds: float) -> None:
-        self.batches += 1
+    def count_batch(self, rows: int, seconds: float, calls: int = 1) -> None:
+        self.batches += calls
         self.windows += rows
         self.largest_batch = max(self.largest_batch, rows)
         self.engine_seconds += seconds
@@ -87,7 +88,9 @@ class WindowPath:
             bandwidth (:class:`~rtbwe.passband.DetectedBandLock`); a gain or a table of gains
             per cutoff: the same, with that gain on the added band; a dict: the
             lock's keyword arguments (``gain``, ``max_added_ratio``, ``gate``,
-            ``skip_network``); a lock: used as is; False: the output as is. A batch whose
+            ``skip_network``, ``cutoff_scaling``); a lock: used as is; False: the output as
+            is. A lock's ``cutoff_scaling`` runs the network on windows resampled so that
+            their cutoff lands at its ``target_hz`` (:mod:`rtbwe.rescale`). A batch whose
             windows the lock would all keep whole (full band, or bandwidth not yet known)
             skips the network unless the lock's ``skip_network`` is False.
     """
@@ -100,11 +103,16 @@ class WindowPath:
                            if engine.condition_bands else None)
         self.cutoffs_hz = np.zeros(rows, np.float64)
         off = lock is False or lock is None
+        self.scaler: CutoffScaler | None = None
         if off or isinstance(lock, DetectedBandLock):
             self.lock = None if off else lock
         else:
             settings = lock if isinstance(lock, dict) else {"gain": 1.0 if lock is True else lock}
             self.lock = DetectedBandLock(tracker.sample_rate, window_samples, **settings)
+        if self.lock is not None and self.lock.cutoff_scaling:
+            self.scaler = CutoffScaler(sample_rate=tracker.sample_rate,
+                                       window_samples=window_samples, device=engine.device,
+                                       **self.lock.cutoff_scaling)
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
         self.contrast = None if off else tuple(
             np.zeros(rows) for _ in range(3 if self.lock.needs_rolloff else 2))
@@ -128,10 +136,36 @@ class WindowPath:
                 stats.passed_windows += rows  # frames hold the input: the lock's output
                 return
             self.inputs[:rows] = frames[:rows]
-        run_batch(self.engine, frames, rows, stats, self.conditions)
+        if self.scaler is not None:
+            self._run_scaled(frames, rows, stats)
+        else:
+            run_batch(self.engine, frames, rows, stats, self.conditions)
         if self.lock is not None:
             self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast,
                             self.skirts)
+
+    def _run_scaled(self, frames: np.ndarray, rows: int, stats: ProcessorStats) -> None:
+        """The network step with a cutoff scaler (:mod:`rtbwe.rescale`): the rows it selects
+        (a gentle skirt) through its scaled network, the others through the engine."""
+        power = self.tracker.long_term_power(rows)
+        chosen = self.scaler.select(rows, self.cutoffs_hz, power, self.lock.extend_below_hz)
+        rest = np.flatnonzero(~chosen)
+        if rest.size == rows:
+            run_batch(self.engine, frames, rows, stats, self.conditions)
+            return
+        if rest.size:  # the engine on the other rows, packed
+            packed = frames[rest]
+            conditions = None if self.conditions is None else self.conditions[rest]
+            run_batch(self.engine, packed, rest.size, stats, conditions)
+            frames[rest] = packed
+        index = np.flatnonzero(chosen)
+        started = time.perf_counter()
+        calls = self.scaler.run(frames, index, self.cutoffs_hz, power,
+                                self.lock.bucket_gains(self.cutoffs_hz[index]))
+        stats.count_batch(index.size, time.perf_counter() - started, calls)
+        stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
+        if self.skirts is not None:  # the scaled network equalises the skirt itself
+            self.skirts[index] = 0.0
 
     def _boosted_top_hz(self, rows: int) -> float | None:
         """The highest frequency the skirt boost reaches in these rows' windows; None when

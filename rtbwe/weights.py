@@ -48,6 +48,9 @@ SHIPPED = {"default": "arunet-small-half-wide-spectral",
            # the default's weights with the learned skirt estimate (twelfth session): more
            # ΔSNR on gentle filters, a few more clips made worse; opt-in (docs/training.md)
            "default-learned-skirt": "default-learned-skirt",
+           # the default with arunet-small-cond-6k run on gentle filters' windows resampled
+           # to put their cutoff at 6 kHz (rtbwe.rescale; thirteenth session); opt-in
+           "default-scaled-6k": "default-scaled-6k",
            "arunet-small-wide": "arunet-small-wide",
            "arunet-small-half-wide": "arunet-small-half-wide",
            "arunet-small-cond-6k": "arunet-small-cond-6k",

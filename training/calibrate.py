@@ -111,7 +111,7 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
     """Run ``degraded`` (samples,) through ``bwe`` (a mono BandwidthExtender) recording
     every window's added band (see :class:`_RecordingLock`)."""
     recorder = _RecordingLock(bwe.sample_rate, bwe.window_samples, skirt_eq=bwe.skirt_eq,
-                              skirt_model=bwe.skirt_model)
+                              skirt_model=bwe.skirt_model, cutoff_scaling=bwe.cutoff_scaling)
     saved, bwe._band_lock = bwe._band_lock, recorder
     try:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
