@@ -124,6 +124,16 @@ def scaled_conditions(power: np.ndarray, sample_rate: int, window_samples: int,
 SCALED_MODELS = ("arunet-small-cond-6k",)  # shipped models a card may name for scaling
 
 
+@lru_cache(maxsize=4)
+def _load_scaled(model: str, device: str) -> torch.nn.Module:
+    """A shipped model through the checked loader, once per process and device: a stream
+    that grows its buffers builds a new scaler, and must not read and probe the file again
+    in an audio callback."""
+    from .weights import load_model
+
+    return load_model(model, map_location=device).eval()
+
+
 class CutoffScaler:
     """Runs a network trained at one cutoff (a shipped layout-1 model, by name) on the
     windows whose input has a gentle filter's skirt (:func:`rtbwe.skirt.has_skirt`),
@@ -140,13 +150,11 @@ class CutoffScaler:
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
                  max_length_ratio: float = 2.0, gain: float = 1.0,
                  device: torch.device | str = "cpu"):
-        from .weights import load_model
-
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
                              f"not {model!r}")
         self.name = model
-        self.model = load_model(model, map_location=device).eval()
+        self.model = _load_scaled(model, str(device))
         self.sample_rate, self.window_samples = int(sample_rate), int(window_samples)
         self.target_hz, self.max_length_ratio = float(target_hz), float(max_length_ratio)
         self.gain = float(gain)
