@@ -2,8 +2,8 @@
 
 A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
 ``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
-(:class:`rtbwe.passband.DetectedBandLock`), and ``cutoff_scaling`` (:mod:`rtbwe.rescale`). Each is validated here before the lock is built;
-anything malformed falls back to the library's default rather than failing or building
+(:class:`rtbwe.passband.DetectedBandLock`), and ``cutoff_scaling`` (:mod:`rtbwe.rescale`).
+Each is validated here before the lock is built; anything malformed falls back to the library's default rather than failing or building
 something unchecked.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def cutoff_scaling(value) -> dict | None:
     SCALED_MODELS, "target_hz": 1000-20000, "max_length_ratio": 1-4, "gain": 0-4}``, finite
     numbers; anything else (absent, or malformed) means the engine's network runs every
     window as it is."""
-    from .rescale import SCALED_MODELS
+    from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
     if not isinstance(value, dict) or value.get("model") not in SCALED_MODELS:
         return None
@@ -87,7 +87,7 @@ def cutoff_scaling(value) -> dict | None:
                for v in numbers.values()):
         return None
     if not (1000.0 <= numbers["target_hz"] <= 20000.0 and 1.0 <= numbers["max_length_ratio"]
-            <= 4.0 and 0.0 <= numbers["gain"] <= MAX_EXTENSION_GAIN):
+            <= MAX_LENGTH_RATIO and 0.0 <= numbers["gain"] <= MAX_EXTENSION_GAIN):
         return None
     return {"model": value["model"], **{k: float(v) for k, v in numbers.items()}}
 
