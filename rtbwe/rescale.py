@@ -137,8 +137,8 @@ def _load_scaled(model: str, device: str) -> torch.nn.Module:
 
 class CutoffScaler:
     """Runs a network trained at one cutoff (a shipped layout-1 model, by name) on the
-    windows whose input has a gentle filter's skirt (:func:`rtbwe.skirt.has_skirt`),
-    each resampled so that its cutoff lands at ``target_hz``; see the module docstring.
+    windows whose input has a gentle filter's skirt (:func:`rtbwe.skirt.has_skirt`) at a
+    cutoff the length cap can reach, each resampled so that its cutoff lands at ``target_hz``; see the module docstring.
 
     :class:`rtbwe.streaming.WindowPath` asks :meth:`select` which rows it takes, runs its
     own engine on the others (cliffs: resamplers and codecs, where the 6 kHz model adds a
@@ -174,14 +174,17 @@ class CutoffScaler:
     def select(self, rows: int, cutoffs_hz: np.ndarray, power: np.ndarray,
                extend_below_hz: float) -> np.ndarray:
         """(rows,) bool: the rows this scaler runs: a cutoff below ``extend_below_hz`` (the
-        lock extends the window) and a gentle skirt above it in the long-term spectrum
-        ``power`` (>= rows, bins)."""
+        lock extends the window) that the length cap can move to ``target_hz`` (at most
+        ``max_length_ratio x target_hz``; above it the network would see its edge below
+        ``target_hz``, where it was not trained), and a gentle skirt above it in the
+        long-term spectrum ``power`` (>= rows, bins)."""
         from .bandwidth import _smooth_db
         from .skirt import has_skirt
 
         cutoff = np.asarray(cutoffs_hz[:rows], np.float64)
         chosen = np.zeros(rows, bool)
-        candidates = np.flatnonzero(cutoff < extend_below_hz)
+        reach_hz = self.max_length_ratio * self.target_hz
+        candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz))
         if candidates.size:
             level_db = _smooth_db(power[candidates])
             chosen[candidates] = [has_skirt(level, cutoff[r], self.sample_rate,
