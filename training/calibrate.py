@@ -202,9 +202,7 @@ def shared_statistics(p: PairStats, buckets: int) -> PairStats:
 
 def least_squares_gains(stats: list[PairStats]) -> np.ndarray:
     """(buckets,) gains minimising the pooled error, each in [0, MAX_FITTED_GAIN]; a bucket
-    no window fell in gets 1, and a cliff table's (``split_cliffs``: 2 x buckets) the skirt
-    table's gain for the same cutoffs (no cliff data: the shared rule). With G = L L', the
-    box-bounded least squares |L'g - L^-1 r|^2."""
+    no window fell in gets 1. With G = L L', the box-bounded least squares |L'g - L^-1 r|^2."""
     gram = sum(p.gram for p in stats)
     cross = sum(p.cross for p in stats)
     used = np.diag(gram) > 0
@@ -214,10 +212,6 @@ def least_squares_gains(stats: list[PairStats]) -> np.ndarray:
         chol = np.linalg.cholesky(g_used + 1e-12 * np.trace(g_used) * np.eye(used.sum()))
         gains[used] = lsq_linear(chol.T, np.linalg.solve(chol, cross[used]),
                                  bounds=(0.0, MAX_FITTED_GAIN)).x
-    buckets = len(GAIN_EDGES_HZ)
-    if len(gains) == 2 * buckets:
-        cliff_unused = ~used[buckets:]
-        gains[buckets:][cliff_unused] = gains[:buckets][cliff_unused]
     return gains
 
 
