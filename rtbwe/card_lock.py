@@ -1,7 +1,7 @@
 """A model card's settings of the detected-band lock, checked as untrusted input.
 
-A card (JSON beside the weights) may carry ``extension_gain``, ``cliff_extension_gain``,
-``max_added_ratio``, ``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
+A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
+``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
 (:class:`rtbwe.passband.DetectedBandLock`), and ``cutoff_scaling`` (:mod:`rtbwe.rescale`).
 Each is validated here before the lock is built; anything malformed falls back to the library's default rather than failing or building
 something unchecked.
@@ -102,6 +102,4 @@ def lock_settings(card, skip_full_band: bool = True) -> dict:
             "skirt_eq": skirt_eq(card.get("skirt_eq")),
             "skirt_model": skirt_model(card.get("skirt_model")),
             "cutoff_scaling": cutoff_scaling(card.get("cutoff_scaling")),
-            "cliff_gain": (None if card.get("cliff_extension_gain") is None
-                           else extension_gains(card["cliff_extension_gain"])),
             "skip_network": bool(skip_full_band)}

@@ -204,10 +204,6 @@ class DetectedBandLock:
     new content; the calibrated gains apply to the network's band only. ``skirt_model`` (a
     card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`)
     that the tracker then uses in place of :func:`rtbwe.skirt.skirt_gain`'s trend rule.
-    ``cliff_gain`` (a card's ``cliff_extension_gain``, a table like ``gain``; needs
-    ``skirt_eq``) sets the bucket gains of the windows whose skirt gain is all zero: a
-    resampler's or a codec's cliff, whose missing band the network can only guess, where a
-    gentle filter's skirt still holds the signal. None: ``gain`` serves every window.
     ``cutoff_scaling`` (a card's ``cutoff_scaling``, :mod:`rtbwe.rescale`) is carried for
     the window path: the network then runs on windows resampled to put their cutoff at its
     ``target_hz``.
@@ -217,24 +213,16 @@ class DetectedBandLock:
                  gain: float | list = 1.0, max_added_ratio: float | None = None,
                  gate: bool = True, rolloff_gate_db: tuple[float, float] | None = None,
                  skip_network: bool = True, skirt_eq: bool = False,
-                 skirt_model: str | None = None, cutoff_scaling: dict | None = None,
-                 cliff_gain: float | list | None = None):
+                 skirt_model: str | None = None, cutoff_scaling: dict | None = None):
         self.sample_rate, self.window_samples, self.taps = int(sample_rate), window_samples, taps
         # the lock returns a window whose cutoff is at Nyquist as it came in, whatever the
         # network made of it: a batch with no other window need not run the network
         # (rtbwe.streaming.WindowPath); False runs it anyway (a constant cost, for benchmarks)
         self.skip_network = bool(skip_network)
         self.gain_edges_hz, self.gains = gain_table(gain)
-        # the table for windows whose edge is a cliff (no skirt boost: a resampler, a codec);
-        # it needs the skirt estimate (skirt_eq) to tell them apart. None: one table for all
-        self.cliff_table = (gain_table(cliff_gain) if cliff_gain is not None and skirt_eq
-                            else None)
         # windows with cutoffs from here up (Nyquist, or the table's top buckets of gain 0)
         # are returned as they came in
         self.extend_below_hz = extend_below_hz(gain, self.sample_rate)
-        if self.cliff_table is not None:
-            self.extend_below_hz = max(self.extend_below_hz,
-                                       extend_below_hz(cliff_gain, self.sample_rate))
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
         self.skirt_eq = bool(skirt_eq)
@@ -267,13 +255,10 @@ class DetectedBandLock:
         half = self.taps // 2
         return np.fft.irfft(spectrum, self.n_fft, axis=1)[:, half:half + self.window_samples]
 
-    def bucket_gains(self, cutoff_hz: np.ndarray, cliff: bool = False) -> np.ndarray:
-        """(rows,) cutoffs -> (rows,) the gain table's gain for each (its bucket's); with
-        ``cliff``, the cliff table's when the lock has one."""
-        edges, gains = (self.cliff_table if cliff and self.cliff_table is not None
-                        else (self.gain_edges_hz, self.gains))
-        bucket = np.searchsorted(edges, np.asarray(cutoff_hz, float), side="right")
-        return gains[np.minimum(bucket, len(gains) - 1)]
+    def bucket_gains(self, cutoff_hz: np.ndarray) -> np.ndarray:
+        """(rows,) cutoffs -> (rows,) the gain table's gain for each (its bucket's)."""
+        bucket = np.searchsorted(self.gain_edges_hz, np.asarray(cutoff_hz, float), side="right")
+        return self.gains[np.minimum(bucket, len(self.gains) - 1)]
 
     @property
     def needs_rolloff(self) -> bool:
@@ -283,19 +268,16 @@ class DetectedBandLock:
     def window_gains(self, cutoff_hz: np.ndarray, added: np.ndarray,
                      excess_db: np.ndarray | None = None,
                      below_power: np.ndarray | None = None,
-                     rolloff_db: np.ndarray | None = None, cliff: bool = False
-                     ) -> np.ndarray:
+                     rolloff_db: np.ndarray | None = None) -> np.ndarray:
         """(rows,) float64 gains for rows of :meth:`added_band` (see the class docstring),
-        by :func:`rtbwe.kernels.lock_gains`; a factor whose array is None is left out.
-        ``cliff``: the rows are cliff windows (the cliff table's gains, when there is one)."""
+        by :func:`rtbwe.kernels.lock_gains`; a factor whose array is None is left out."""
         gains = np.empty(len(cutoff_hz))
         self.kernels.lock_gains(np.ascontiguousarray(cutoff_hz, np.float64), added,
-                                *self._factors(excess_db, below_power, rolloff_db, cliff),
-                                gains)
+                                *self._factors(excess_db, below_power, rolloff_db), gains)
         return gains
 
     def _factors(self, excess_db: np.ndarray | None, below_power: np.ndarray | None,
-                 rolloff_db: np.ndarray | None, cliff: bool = False) -> tuple:
+                 rolloff_db: np.ndarray | None) -> tuple:
         """The arguments of :func:`rtbwe.kernels.lock_gains` between ``added`` and
         ``gains``: an empty array for each factor this lock leaves out."""
         unused = self._unused
@@ -303,9 +285,7 @@ class DetectedBandLock:
         rolloff = self.needs_rolloff and rolloff_db is not None
         cap = self.max_added_ratio is not None and below_power is not None
         full_db, off_db = self.rolloff_gate_db or ROLLOFF_GATE_DB
-        edges, table = (self.cliff_table if cliff and self.cliff_table is not None
-                        else (self.gain_edges_hz, self.gains))
-        return (edges, table, excess_db if gate else unused, GATE_FULL_DB,
+        return (self.gain_edges_hz, self.gains, excess_db if gate else unused, GATE_FULL_DB,
                 GATE_OFF_DB, rolloff_db if rolloff else unused, full_db, off_db,
                 below_power if cap else unused, self.max_added_ratio or 0.0, self._hann_sq)
 
@@ -334,24 +314,10 @@ class DetectedBandLock:
         high = self.added_band(inputs[index], outputs[index], cutoff[index])
         factors = [np.ascontiguousarray(c[:rows][index]) for c in contrast] if contrast else []
         gains = self.window_gains(cutoff[index], high, *factors)
-        if self.cliff_table is not None and skirts is not None:
-            self._cliff_gains(gains, high, cutoff[index], factors, skirts[:rows][index])
         self.kernels.add_gained(inputs, outputs, high, gains, rows_index)
         if self.skirt_eq and skirts is not None:
             excess = factors[0] if factors and self.gate else None
             self.add_skirt(inputs, outputs, rows_index, skirts[:rows][index], excess)
-
-    def _cliff_gains(self, gains: np.ndarray, high: np.ndarray, cutoff_hz: np.ndarray,
-                     factors: list[np.ndarray], skirts: np.ndarray) -> None:
-        """``gains`` (rows,) in place: the rows whose skirt gain is all zero (no gentle
-        skirt: a cliff) get the cliff table's gains; ``high`` (rows, window) their added
-        bands, ``factors`` their gate and cap arrays, ``skirts`` (rows, bins)."""
-        cliff = ~skirts.any(axis=1)
-        if cliff.all():
-            gains[:] = self.window_gains(cutoff_hz, high, *factors, cliff=True)
-        elif cliff.any():
-            gains[cliff] = self.window_gains(cutoff_hz[cliff], high[cliff],
-                                             *(f[cliff] for f in factors), cliff=True)
 
     def add_skirt(self, inputs: np.ndarray, outputs: np.ndarray, rows_index: np.ndarray,
                   skirts: np.ndarray, excess_db: np.ndarray | None) -> None:

@@ -161,8 +161,7 @@ class WindowPath:
         index = np.flatnonzero(chosen)
         started = time.perf_counter()
         calls = self.scaler.run(frames, index, self.cutoffs_hz, power,
-                                # with no skirt gain the lock treats them as cliffs
-                                self.lock.bucket_gains(self.cutoffs_hz[index], cliff=True))
+                                self.lock.bucket_gains(self.cutoffs_hz[index]))
         stats.count_batch(index.size, time.perf_counter() - started, calls)
         stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
         if self.skirts is not None:  # the scaled network equalises the skirt itself

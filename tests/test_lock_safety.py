@@ -199,67 +199,6 @@ def test_calibration_reconstructs_the_processor_and_never_loses_on_its_data(skir
     assert cal.choose_shrink([{**r, "worst_row_db": r["worst_row_db"] - 1} for r in table]) == 0.25
 
 
-def test_cliff_table_rebuilds_the_processor_and_folds_into_one_table():
-    """With a second table for cliff windows (no skirt gain: the resampler's row), the split
-    components rebuild the processor exactly; folded into one table they are the shared
-    statistics; the gentle filter's windows keep the first table."""
-    from rtbwe.training import calibrate as cal
-    from rtbwe.training.matrix import matrix_rows
-
-    rng = np.random.default_rng(11)
-    clip = (0.1 * rng.standard_normal(2 * SR)).astype(np.float32)
-    bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1, skirt_boost=True)
-    buckets = len(cal.GAIN_EDGES_HZ)
-    gains = np.linspace(0.5, 2.0, 2 * buckets)
-    table = [[e, g] for e, g in zip(cal.GAIN_EDGES_HZ, gains[:buckets])]
-    cliff_table = [[e, g] for e, g in zip(cal.GAIN_EDGES_HZ, gains[buckets:])]
-    lock = DetectedBandLock(SR, bwe.window_samples, max_added_ratio=1.0)
-    captures = []
-    for row, cliff_expected in (("butter-6 6 kHz", False), ("resampled via 16 kHz", True)):
-        degraded = matrix_rows()[row].apply(clip, SR)
-        captures.append(cal.capture(bwe, clip, degraded, row))
-        c = captures[-1]
-        limited = c.cutoff_hz < SR / 2
-        assert limited.sum() > 10 and (c.cliff[limited].mean() > 0.9) == cliff_expected
-        assert (c.cliff[limited].mean() < 0.1) == (not cliff_expected)
-        rebuilt = clip - c.error + gains @ cal._components(c, lock, bwe.window, bwe.hop_samples,
-                                                           split_cliffs=True)
-        bwe._band_lock = {"gain": table, "cliff_gain": cliff_table, "skirt_eq": True,
-                          "max_added_ratio": 1.0}
-        np.testing.assert_allclose(bwe.process(degraded, SR), rebuilt, atol=1e-5)
-        bwe._band_lock = {"gain": table, "skirt_eq": True, "max_added_ratio": 1.0}
-        shared = bwe.process(degraded, SR)
-        if not cliff_expected:  # no cliff window: the cliff table changes nothing
-            np.testing.assert_allclose(shared, rebuilt, atol=1e-5)
-        else:
-            assert np.abs(shared - rebuilt).max() > 1e-4
-    split = cal.pair_statistics(captures, [0, 1], lock, bwe.window, bwe.hop_samples, True)
-    one = cal.pair_statistics(captures, [0, 1], lock, bwe.window, bwe.hop_samples)
-    for s, o in zip(split, one):
-        folded = cal.shared_statistics(s, buckets)
-        np.testing.assert_allclose(folded.cross, o.cross, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(folded.gram, o.gram, rtol=1e-9, atol=1e-12)
-    assert cal.floored(np.full(2 * buckets, 0.05), 0.1).tolist() == 2 * (
-        [0.1] * (buckets - 1) + [0.0])
-
-
-def test_card_cliff_table_is_checked_and_needs_the_skirt_boost():
-    from rtbwe.card_lock import lock_settings
-
-    assert lock_settings({})["cliff_gain"] is None
-    assert lock_settings({"cliff_extension_gain": "x"})["cliff_gain"] == [[float("inf"), 1.0]]
-    assert lock_settings({"cliff_extension_gain": [[5000, 9.0]]})["cliff_gain"] == [[5000.0, 4.0]]
-    assert DetectedBandLock(SR, 1024, cliff_gain=0.5).cliff_table is None  # no skirt_eq
-    lock = DetectedBandLock(SR, 1024, gain=[[5000, 0.0]], cliff_gain=[[5000, 0.0]],
-                            skirt_eq=True)
-    assert lock.extend_below_hz == SR / 2  # both tables' top bucket (gain 1) still adds
-    lock = DetectedBandLock(SR, 1024, gain=[[9000, 0.5], [1e9, 0.0]],
-                            cliff_gain=[[12000, 0.2], [1e9, 0.0]], skirt_eq=True)
-    assert lock.extend_below_hz == 12000.0
-    assert lock.bucket_gains(np.array([4000.0, 10000.0]), cliff=True).tolist() == [0.2, 0.2]
-    assert lock.bucket_gains(np.array([4000.0, 10000.0])).tolist() == [0.5, 0.0]
-
-
 @pytest.mark.parametrize("value, expected", [(None, None), (0.5, 0.5), (-1, 1.0),
                                              (float("nan"), 1.0), ("x", 1.0), (True, 1.0)])
 def test_card_max_added_ratio_is_checked(value, expected):

@@ -82,10 +82,7 @@ class _RecordingLock(DetectedBandLock):
         if extend.any():
             added[extend] = self.added_band(inputs[:rows][extend], outputs[:rows][extend],
                                             cutoff[extend])
-        # a window with no skirt gain has a cliff (a resampler's, a codec's), or no skirt_eq
-        cliff = (~skirts[:rows].any(axis=1) if self.skirt_eq and skirts is not None
-                 else np.zeros(rows, bool))
-        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), cliff, added))
+        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added))
         outputs[:rows] = inputs[:rows] + added
         if self.skirt_eq:  # not calibrated: part of the base the gains are fitted on
             boost = np.zeros_like(added)
@@ -99,15 +96,13 @@ class _RecordingLock(DetectedBandLock):
 @dataclass
 class Capture:
     """One degraded mono clip through the network: per window k (frames,) cutoff_hz,
-    excess_db, below_power, rolloff_db, cliff (no skirt gain: a resampler's or a codec's
-    edge; all False without the skirt boost) and (frames, window) added bands; ``error`` =
-    ref - x (samples,), where x includes the lock's skirt boost (:mod:`rtbwe.skirt`) when on."""
+    excess_db, below_power, rolloff_db and (frames, window) added bands; ``error`` = ref - x
+    (samples,), where x includes the lock's skirt boost (:mod:`rtbwe.skirt`) when on."""
     row: str
     cutoff_hz: np.ndarray
     excess_db: np.ndarray
     below_power: np.ndarray
     rolloff_db: np.ndarray
-    cliff: np.ndarray
     added: np.ndarray
     error: np.ndarray
 
@@ -122,13 +117,13 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
     finally:
         bwe._band_lock = saved
-    cutoff, excess, below, rolloff, cliff, added = (np.concatenate(part)
-                                                    for part in zip(*recorder.records))
+    cutoff, excess, below, rolloff, added = (np.concatenate(part)
+                                             for part in zip(*recorder.records))
     error = clip.astype(np.float64) - degraded.astype(np.float64)
     if recorder.boosts:
         error -= overlap_add_share(np.concatenate(recorder.boosts), bwe.window,
                                    bwe.hop_samples, error.size)
-    return Capture(row, cutoff, excess, below, rolloff, cliff, added, error)
+    return Capture(row, cutoff, excess, below, rolloff, added, error)
 
 
 def overlap_add_share(added: np.ndarray, window: np.ndarray, hop_samples: int,
@@ -150,20 +145,16 @@ def overlap_add_share(added: np.ndarray, window: np.ndarray, hop_samples: int,
 
 
 def _components(c: Capture, lock: DetectedBandLock, window: np.ndarray,
-                hop_samples: int, split_cliffs: bool = False) -> np.ndarray:
-    """(buckets, samples) per-bucket shares of one capture under ``lock``'s gate and cap;
-    with ``split_cliffs`` (2 x buckets, samples): the skirt windows' buckets, then the cliff
-    windows' (:attr:`Capture.cliff`)."""
+                hop_samples: int) -> np.ndarray:
+    """(buckets, samples) per-bucket shares of one capture under ``lock``'s gate and cap."""
     extend = c.cutoff_hz < lock.nyquist_hz
     factor = np.zeros(len(c.cutoff_hz))
     factor[extend] = lock.window_gains(c.cutoff_hz[extend], c.added[extend].astype(np.float64),
                                        c.excess_db[extend], c.below_power[extend],
                                        c.rolloff_db[extend])
-    buckets = len(GAIN_EDGES_HZ)
-    bucket = np.minimum(np.searchsorted(GAIN_EDGES_HZ, c.cutoff_hz, side="right"), buckets - 1)
-    if split_cliffs:
-        bucket = bucket + buckets * c.cliff
-    out = np.zeros(((2 if split_cliffs else 1) * buckets, c.error.size))
+    bucket = np.minimum(np.searchsorted(GAIN_EDGES_HZ, c.cutoff_hz, side="right"),
+                        len(GAIN_EDGES_HZ) - 1)
+    out = np.zeros((len(GAIN_EDGES_HZ), c.error.size))
     for b in np.unique(bucket[extend]):
         scaled = c.added * (factor * (bucket == b) * extend)[:, None]
         out[b] = overlap_add_share(scaled, window, hop_samples, c.error.size)
@@ -184,20 +175,12 @@ class PairStats:
 
 
 def pair_statistics(captures: list[Capture], clip_ids: list[int], lock: DetectedBandLock,
-                    window: np.ndarray, hop_samples: int, split_cliffs: bool = False
-                    ) -> list[PairStats]:
+                    window: np.ndarray, hop_samples: int) -> list[PairStats]:
     stats = []
     for c, clip in zip(captures, clip_ids):
-        s = _components(c, lock, window, hop_samples, split_cliffs)
+        s = _components(c, lock, window, hop_samples)
         stats.append(PairStats(c.row, clip, float(c.error @ c.error), s @ c.error, s @ s.T))
     return stats
-
-
-def shared_statistics(p: PairStats, buckets: int) -> PairStats:
-    """A pair's statistics with the cliff tables (:func:`_components`, ``split_cliffs``)
-    folded into one: the same gain g_b on s_b and on s_(b + buckets)."""
-    fold = np.vstack([np.eye(buckets)] * (len(p.cross) // buckets))
-    return PairStats(p.row, p.clip, p.base, fold.T @ p.cross, fold.T @ p.gram @ fold)
 
 
 def least_squares_gains(stats: list[PairStats]) -> np.ndarray:
@@ -206,7 +189,7 @@ def least_squares_gains(stats: list[PairStats]) -> np.ndarray:
     gram = sum(p.gram for p in stats)
     cross = sum(p.cross for p in stats)
     used = np.diag(gram) > 0
-    gains = np.ones(len(cross))
+    gains = np.ones(len(GAIN_EDGES_HZ))
     if used.any():
         g_used = gram[np.ix_(used, used)]
         chol = np.linalg.cholesky(g_used + 1e-12 * np.trace(g_used) * np.eye(used.sum()))
@@ -231,10 +214,9 @@ def matrix_scores(stats: list[PairStats], gains: np.ndarray) -> dict[str, dict]:
 
 
 def floored(gains: np.ndarray, floor: float) -> np.ndarray:
-    """(buckets,) gains (or several tables of them end to end) raised to at least ``floor``
-    in the buckets below EXTEND_BELOW_HZ, 0 in those above it."""
-    edges = np.resize(np.asarray(GAIN_EDGES_HZ), len(gains))
-    below = edges <= EXTEND_BELOW_HZ
+    """(buckets,) gains raised to at least ``floor`` in the buckets below EXTEND_BELOW_HZ,
+    0 in those above it."""
+    below = np.asarray(GAIN_EDGES_HZ[:len(gains)]) <= EXTEND_BELOW_HZ
     return np.where(below, np.maximum(gains, floor), 0.0)
 
 
@@ -283,18 +265,14 @@ def choose_floor(stats: list[PairStats], shrink: float,
 def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
              max_added_ratio: float | None = DEFAULT_MAX_ADDED_RATIO,
              rolloff_gate_db: tuple[float, float] | None = None, progress=None,
-             skirt_eq: bool = False, split_cliffs: bool = False) -> dict:
+             skirt_eq: bool = False) -> dict:
     """The card's ``extension_gain`` (per bucket of GAIN_EDGES_HZ) for ``model`` on
     ``clips`` (validation clips, (samples,) each) over every usable band-limited matrix row:
     least squares on all clips, times the shrink chosen by two-fold cross-validation
     (:func:`choose_shrink`), raised to the floor chosen the same way (:func:`choose_floor`).
     ``skirt_eq``: the lock boosts gentle filters' skirts (:mod:`rtbwe.skirt`), and the gains
-    are fitted on top of that boost. ``split_cliffs`` (needs ``skirt_eq``): one table for the
-    windows with a skirt gain and one (``cliff_extension_gain``) for those without, fitted
-    together; the one shared table's cross-validation on the same captures is kept
-    (``shared_cross_validation``) to compare. Returns the card fields, the cross-validation
-    tables and the validation matrix (in-sample) at the shipped gains."""
-    split_cliffs = bool(split_cliffs and skirt_eq)
+    are fitted on top of that boost. Returns the card fields, the cross-validation tables and
+    the validation matrix (in-sample) at the shipped gains."""
     from rtbwe import BandwidthExtender
 
     from .real import own_bandwidth_hz
@@ -311,8 +289,7 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
         for index, (clip, bw) in enumerate(zip(clips, own)):
             if np.isfinite(bw) and usable(degradation, bw, sample_rate):
                 one = capture(bwe, clip, degradation.apply(clip, sample_rate), name)
-                stats += pair_statistics([one], [index], lock, bwe.window, bwe.hop_samples,
-                                         split_cliffs)
+                stats += pair_statistics([one], [index], lock, bwe.window, bwe.hop_samples)
         if progress:
             progress(f"calibration: captured {name}")
     least_squares = least_squares_gains(stats)
@@ -321,17 +298,8 @@ def fit_lock(model, clips: list[np.ndarray], sample_rate: int = 48000,
     floor, floor_table = choose_floor(stats, shrink)
     gains = floored(shrink * least_squares, floor)
     without = sum(p.base for p in stats)
-    buckets = len(GAIN_EDGES_HZ)
-    fields = {}
-    if split_cliffs:
-        fields["cliff_extension_gain"] = [[edge, round(float(g), 4)] for edge, g in
-                                          zip(GAIN_EDGES_HZ, gains[buckets:])]
-        shared = [shared_statistics(p, buckets) for p in stats]
-        shared_shrink = choose_shrink(cross_validate(shared))
-        fields["shared_cross_validation"] = cross_validate(shared, (shared_shrink,),
-                                                           choose_floor(shared, shared_shrink)[0])
     return {"extension_gain": [[edge, round(float(g), 4)] for edge, g in
-                               zip(GAIN_EDGES_HZ, gains[:buckets])], **fields,
+                               zip(GAIN_EDGES_HZ, gains)],
             "max_added_ratio": max_added_ratio, "rolloff_gate_db": rolloff_gate_db,
             "skirt_eq": bool(skirt_eq),
             "shrink": shrink, "gain_floor": floor, "floor_cross_validation": floor_table,

@@ -240,13 +240,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         clips = _split_clips(args.calibrate, "validation", args.clip_seconds, args.clips)
         fit = fit_lock(model, clips, rolloff_gate_db=gate,
-                       progress=lambda m: print(m, flush=True), skirt_eq=args.skirt_eq,
-                       split_cliffs=args.split_cliffs)
+                       progress=lambda m: print(m, flush=True), skirt_eq=args.skirt_eq)
         card["extension_gain"] = fit["extension_gain"]
         card["skirt_eq"] = bool(args.skirt_eq)
-        card.pop("cliff_extension_gain", None)
-        if "cliff_extension_gain" in fit:
-            card["cliff_extension_gain"] = fit["cliff_extension_gain"]
         card["max_added_ratio"] = fit["max_added_ratio"]
         if gate is not None:
             card["rolloff_gate_db"] = list(gate)
@@ -258,9 +254,6 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"max_added_ratio {fit['max_added_ratio']}, from {fit['pairs']} validation "
               f"pairs; cross-validated worst row {chosen['worst_row_db']:+.2f} dB, mean row "
               f"{chosen['mean_row_db']:+.3f} dB")
-        if "cliff_extension_gain" in fit:
-            print(f"cliff gains {fit['cliff_extension_gain']}; one shared table's "
-                  f"cross-validation on the same captures: {fit['shared_cross_validation']}")
     if args.matrix_json:  # the degradation matrix (eval --matrix --json) of this model
         matrix = json.loads(Path(args.matrix_json).read_text())
         card["matrix"] = {"clips": matrix["clips"], "clip_seconds": matrix["clip_seconds"],
@@ -383,10 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--skirt-eq", action="store_true",
                    help="with --calibrate: the lock also boosts a gentle filter's skirt "
                    "(rtbwe/skirt.py; the card's skirt_eq), and the gains are fitted with it")
-    x.add_argument("--split-cliffs", action="store_true",
-                   help="with --skirt-eq and --calibrate: a second gain table for windows "
-                   "with no skirt gain (a resampler's or a codec's cliff; the card's "
-                   "cliff_extension_gain)")
     x.add_argument("--skirt-model", help="with --skirt-eq: the boost's learned estimate "
                    "(rtbwe/skirt_model.py, e.g. skirt-mlp; the card's skirt_model)")
     x.add_argument("--matrix-json", help="an `eval --matrix --json` file of this model, "
