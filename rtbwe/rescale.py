@@ -177,8 +177,7 @@ class CutoffScaler:
         lock extends the window) that the length cap can move to ``target_hz`` (at most
         ``max_length_ratio x target_hz``; above it the network would see its edge below
         ``target_hz``, where it was not trained), and a gentle skirt above it in the
-        long-term spectrum ``power`` (>= rows, bins) that ends in a floor below Nyquist
-        (:func:`rtbwe.skirt.has_skirt` with ``ends_in_floor``)."""
+        long-term spectrum ``power`` (>= rows, bins)."""
         from .bandwidth import _smooth_db
         from .skirt import has_skirt
 
@@ -189,7 +188,7 @@ class CutoffScaler:
         if candidates.size:
             level_db = _smooth_db(power[candidates])
             chosen[candidates] = [has_skirt(level, cutoff[r], self.sample_rate,
-                                            self.window_samples, ends_in_floor=True)
+                                            self.window_samples)
                                   for level, r in zip(level_db, candidates)]
         return chosen
 

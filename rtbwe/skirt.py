@@ -126,21 +126,14 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     return first, gap_db[:count]
 
 
-def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
-              ends_in_floor: bool = False) -> bool:
+def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int
+              ) -> bool:
     """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
-    only such rows. ``ends_in_floor``: the skirt must also reach the floor (FLOOR_GAP_DB
-    below the trend) before Nyquist; a resampler whose stopband leaves the band about 39 dB
-    down, or a passband too quiet for its floor, otherwise looks like a skirt that never
-    ends (validation captures: 20-24 % of the windows of the resampled and MP3 32 kbps
-    rows)."""
+    only such rows."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
-    skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
-    if skirt is None:
-        return False
-    return not ends_in_floor or skirt[0] + len(skirt[1]) < len(freqs_hz)
+    return _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz)) is not None
 
 
 def skirt_responses(gain: np.ndarray, n_fft: int, taps: int) -> np.ndarray:
