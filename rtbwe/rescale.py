@@ -19,7 +19,8 @@ a Kaiser-windowed sinc (cut off at the lower of the two rates' Nyquist frequenci
 window mirrored at its edges (a SciPy sparse product per direction: 0.13 ms per window and
 round trip at 688 samples, 0.45 ms for two windows at 1,360, on the 2-core VM). The network's
 cost scales with ``W'``: ``max_length_ratio`` caps ``W' / W`` (a cutoff above
-``max_length_ratio x target_hz`` maps below ``target_hz``).
+``max_length_ratio x target_hz`` would map above ``target_hz``; such windows go to the
+engine's network instead, see :meth:`CutoffScaler.select`).
 
 The condition a layout-1 network takes (:mod:`rtbwe.conditioning`: 250 Hz bands from 1 to
 11 kHz relative to 2-4 kHz) is pooled from the tracker's long-term spectrum at the scaled
@@ -45,6 +46,11 @@ SINC_ZEROS = 16        # zero crossings of the interpolation kernel on each side
 KAISER_BETA = 8.0      # about -70 dB sidelobes
 MIN_LENGTH_RATIO = 0.25
 MAX_LENGTH_RATIO = 4.0
+# scale a window only if the length cap leaves its edge at most this x target_hz: validation
+# (fourteenth session) detects the Chebyshev-1 11 kHz row at 12.1 kHz (6.05 kHz scaled at a
+# cap of 2) and the 14 kHz rows at 14.2-14.9 kHz (7.1-7.5 kHz), where the scaled network made
+# 13 % of clips worse
+REACH_TOLERANCE = 1.1
 
 
 def scaled_length(cutoff_hz: float, target_hz: float, window_samples: int,
@@ -174,16 +180,17 @@ class CutoffScaler:
     def select(self, rows: int, cutoffs_hz: np.ndarray, power: np.ndarray,
                extend_below_hz: float) -> np.ndarray:
         """(rows,) bool: the rows this scaler runs: a cutoff below ``extend_below_hz`` (the
-        lock extends the window) that the length cap can move to ``target_hz`` (at most
-        ``max_length_ratio x target_hz``; above it the network would see its edge below
-        ``target_hz``, where it was not trained), and a gentle skirt above it in the
-        long-term spectrum ``power`` (>= rows, bins)."""
+        lock extends the window) that the length cap moves to within REACH_TOLERANCE of
+        ``target_hz`` (at most ``REACH_TOLERANCE x max_length_ratio x target_hz``; above
+        it the network would see its edge further above ``target_hz`` than it was trained
+        for), and a gentle skirt above it in the long-term spectrum ``power`` (>= rows,
+        bins)."""
         from .bandwidth import _smooth_db
         from .skirt import has_skirt
 
         cutoff = np.asarray(cutoffs_hz[:rows], np.float64)
         chosen = np.zeros(rows, bool)
-        reach_hz = self.max_length_ratio * self.target_hz
+        reach_hz = REACH_TOLERANCE * self.max_length_ratio * self.target_hz
         candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz))
         if candidates.size:
             level_db = _smooth_db(power[candidates])

@@ -121,11 +121,12 @@ def _tiny_cond_card(tmp_path, seed: int) -> str:
 
 
 def _config(folder, **changes):
-    return config_mod.TrainConfig(
-        name="d", model="tiny-cond", model_kwargs={"condition_bands": conditioning.WIDE_BANDS},
-        degradations="wide", data=str(folder), steps=2, batch_size=2, segment_samples=2048,
-        val_every=2, val_clips=1, val_clip_seconds=1.0, checkpoint_every=2, log_every=1,
-        threads=1, device="cpu", data_workers=0, **changes)
+    return config_mod.TrainConfig(**{
+        "name": "d", "model": "tiny-cond",
+        "model_kwargs": {"condition_bands": conditioning.WIDE_BANDS}, "degradations": "wide",
+        "data": str(folder), "steps": 2, "batch_size": 2, "segment_samples": 2048,
+        "val_every": 2, "val_clips": 1, "val_clip_seconds": 1.0, "checkpoint_every": 2,
+        "log_every": 1, "threads": 1, "device": "cpu", "data_workers": 0, **changes})
 
 
 def test_distillation_from_the_student_itself_has_zero_teacher_loss(tmp_path):
@@ -157,3 +158,31 @@ def test_distill_trainer_trains_and_records_its_teacher(tmp_path):
     saved = json.loads((tmp_path / "run" / "best.json").read_text())
     assert saved["training"]["distill_from"] == card
     assert saved["training"]["distill_weight"] == 0.5
+
+
+def test_single_cutoff_distillation_matches_its_teacher_and_trains(tmp_path):
+    """A 6 kHz model's student: the paper's single-cutoff task (no 'wide' degradations), the
+    teacher's output as is; zero teacher loss against itself, and a run that trains."""
+    def card(seed):
+        torch.manual_seed(seed)
+        net = models.build("tiny-cond")
+        with torch.no_grad():
+            nn.init.normal_(net.out.weight, std=0.2)
+        return str(rtbwe.save_model(net, tmp_path / f"classic{seed}", {
+            "model_class": "ConditionedARUNet", "sample_rate": SR, "model": "tiny-cond",
+            "model_kwargs": models.build_kwargs("tiny-cond")[1]}))
+
+    folder = _folder(tmp_path)
+    same, other = card(5), card(6)
+    changes = dict(model_kwargs={}, degradations="cutoff", cutoff_hz=6000.0, augment=True,
+                   init_from=same, distill_weight=1.0)
+    for teacher, positive in ((same, False), (other, True)):
+        trainer = DistillTrainer(_config(folder, distill_from=teacher, **changes),
+                                 tmp_path / f"run-{positive}", log=lambda s: None)
+        trainer.warm_start(same)
+        trainer.model.eval()
+        with torch.no_grad():
+            loss = float(trainer.single_cutoff_loss())
+        assert (loss > 1e-8) if positive else loss == pytest.approx(0.0, abs=1e-12)
+    trainer.train()
+    assert (tmp_path / "run-True" / "best.json").is_file()

@@ -158,7 +158,9 @@ def prune_arunet(teacher: nn.Module, model_name: str, kwargs: dict, filters: lis
 
 
 class DistillTrainer(Trainer):
-    """:class:`Trainer` whose wide loss mixes the clean target with a teacher's output."""
+    """:class:`Trainer` whose loss mixes the clean target with a teacher's output: on the
+    wide degradations through the training form of the lock, or on the paper's single-cutoff
+    task (a 6 kHz model's student) on the outputs as they are."""
 
     def __init__(self, config, run_dir, log=print):
         super().__init__(config, run_dir, log=log)
@@ -167,8 +169,6 @@ class DistillTrainer(Trainer):
         self.teacher = load_model(config.distill_from).to(self.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        if not self.wide:
-            raise ValueError("distill_from needs degradations = 'wide'")
         self.log(f"distilling from {config.distill_from}, weight {config.distill_weight}")
 
     def wide_loss(self) -> torch.Tensor:
@@ -180,6 +180,15 @@ class DistillTrainer(Trainer):
         out = lock_to_band(x, self.forward_model(x, c), rate, low_hz, high_hz)
         with torch.no_grad():
             target = lock_to_band(x, self.teacher(x, c), rate, low_hz, high_hz)
+        w = self.cfg.distill_weight
+        return (1 - w) * self.loss(out, y) + w * F.mse_loss(out, target)
+
+    def single_cutoff_loss(self) -> torch.Tensor:
+        x, y, c = self.single_cutoff_batch()
+        inputs = (x,) if c is None else (x, c)
+        out = self.forward_model(*inputs)
+        with torch.no_grad():
+            target = self.teacher(*inputs)
         w = self.cfg.distill_weight
         return (1 - w) * self.loss(out, y) + w * F.mse_loss(out, target)
 

@@ -289,6 +289,20 @@ class Trainer:
         return self.loss(lock_to_band(x, out, self.cfg.sample_rate, low_hz, high_hz), y)
 
     # ---- the loop ----------------------------------------------------------------------
+    def single_cutoff_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One batch of the paper's task (the config's filters at ``cutoff_hz``): input,
+        target (batch, 1, samples) and, for a conditioned model, its condition (batch,
+        bands); None otherwise."""
+        conditioned = bool(condition_bands(self.model))
+        batch = (self.sampler.conditioned_batch(self.cfg.batch_size) if conditioned
+                 else (*self.sampler.batch(self.cfg.batch_size), None))
+        return tuple(None if a is None else torch.from_numpy(a).to(self.device) for a in batch)
+
+    def single_cutoff_loss(self) -> torch.Tensor:
+        """One single-cutoff batch through the model, against the clean target."""
+        x, y, c = self.single_cutoff_batch()
+        return self.loss(self.forward_model(x) if c is None else self.forward_model(x, c), y)
+
     def loss(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.mse_loss(y, target)
         if self.cfg.hf_loss_weight:
@@ -355,16 +369,7 @@ class Trainer:
         last_val: dict[str, float] = {}
         while self.step < self.cfg.steps and not self.should_stop():
             t0 = time.perf_counter()
-            if self.wide:
-                loss = self.wide_loss()
-            elif condition_bands(self.model):
-                x, y, c = self.sampler.conditioned_batch(self.cfg.batch_size)
-                x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-                loss = self.loss(self.forward_model(x, torch.from_numpy(c).to(self.device)), y)
-            else:
-                x, y = self.sampler.batch(self.cfg.batch_size)
-                x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-                loss = self.loss(self.forward_model(x), y)
+            loss = self.wide_loss() if self.wide else self.single_cutoff_loss()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
