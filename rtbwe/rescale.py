@@ -51,6 +51,10 @@ MAX_LENGTH_RATIO = 4.0
 # cap of 2) and the 14 kHz rows at 14.2-14.9 kHz (7.1-7.5 kHz), where the scaled network made
 # 13 % of clips worse
 REACH_TOLERANCE = 1.1
+# nor below this x target_hz: an input whose detected edge lies that low is mostly music dark
+# at the top ahead of the real edge (validation: two clips of the Butterworth 3.5 kHz row
+# detected at 2.2 kHz went to -15.5 and -5.5 dB scaled; the engine's network: -4.6 / +0.0)
+MIN_SCALED_RATIO = 0.5
 
 
 def scaled_length(cutoff_hz: float, target_hz: float, window_samples: int,
@@ -128,7 +132,8 @@ def scaled_conditions(power: np.ndarray, sample_rate: int, window_samples: int,
                         REFERENCE_BANDS)
 
 
-SCALED_MODELS = ("arunet-small-cond-6k",)  # shipped models a card may name for scaling
+# shipped models a card may name for scaling: the 6 kHz model and its half-width student
+SCALED_MODELS = ("arunet-small-cond-6k", "arunet-small-half-cond-6k")
 
 
 @lru_cache(maxsize=4)
@@ -180,7 +185,8 @@ class CutoffScaler:
     def select(self, rows: int, cutoffs_hz: np.ndarray, power: np.ndarray,
                extend_below_hz: float) -> np.ndarray:
         """(rows,) bool: the rows this scaler runs: a cutoff below ``extend_below_hz`` (the
-        lock extends the window) that the length cap moves to within REACH_TOLERANCE of
+        lock extends the window), at least MIN_SCALED_RATIO x ``target_hz``, that the
+        length cap moves to within REACH_TOLERANCE of
         ``target_hz`` (at most ``REACH_TOLERANCE x max_length_ratio x target_hz``; above
         it the network would see its edge further above ``target_hz`` than it was trained
         for), and a gentle skirt above it in the long-term spectrum ``power`` (>= rows,
@@ -191,7 +197,8 @@ class CutoffScaler:
         cutoff = np.asarray(cutoffs_hz[:rows], np.float64)
         chosen = np.zeros(rows, bool)
         reach_hz = REACH_TOLERANCE * self.max_length_ratio * self.target_hz
-        candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz))
+        candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz)
+                                    & (cutoff >= MIN_SCALED_RATIO * self.target_hz))
         if candidates.size:
             level_db = _smooth_db(power[candidates])
             chosen[candidates] = [has_skirt(level, cutoff[r], self.sample_rate,

@@ -54,6 +54,8 @@ SHIPPED = {"default": "arunet-small-half-wide-spectral",
            "arunet-small-wide": "arunet-small-wide",
            "arunet-small-half-wide": "arunet-small-half-wide",
            "arunet-small-cond-6k": "arunet-small-cond-6k",
+           # its half-width student (fourteenth session), the network of default-scaled-half-6k
+           "arunet-small-half-cond-6k": "arunet-small-half-cond-6k",
            "arunet-small-6k": "arunet-small-6k"}
 
 

@@ -118,7 +118,8 @@ def test_the_shipped_scaled_card_names_a_checked_setting():
 def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     """A gentle skirt at 8 kHz is scaled (ratio 1.33), and at 12.5 kHz (within 1.1 x the cap
     of 2 x 6 kHz); at 14 kHz it is not (the cap would leave its edge at 7 kHz in the
-    network's domain); a cliff at 8 kHz is not either."""
+    network's domain); a cliff at 8 kHz is not either, nor a skirt at 2.5 kHz (below half
+    the target: mostly music dark ahead of the real edge)."""
     scaler = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
                                   max_length_ratio=2.0)
     freqs_hz = np.fft.rfftfreq(1024, 1 / SR)
@@ -127,7 +128,9 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
         octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
         return 10 ** (-np.clip(db_per_octave * octaves, 0.0, 90.0) / 10)
 
-    rows = np.stack([power(8000, 48), power(14000, 48), power(8000, 1000), power(12500, 48)])
-    cutoffs = np.array([8000.0, 14000.0, 8000.0, 12500.0])
-    assert scaler.select(4, cutoffs, rows, 17000.0).tolist() == [True, False, False, True]
+    rows = np.stack([power(8000, 48), power(14000, 48), power(8000, 1000), power(12500, 48),
+                     power(2500, 48), power(3000, 48)])
+    cutoffs = np.array([8000.0, 14000.0, 8000.0, 12500.0, 2500.0, 3000.0])
+    assert scaler.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
+                                                                 False, True]
     assert scaler.select(1, cutoffs, rows, 7000.0).tolist() == [False]  # the lock's limit
