@@ -51,6 +51,9 @@ SHIPPED = {"default": "arunet-small-half-wide-spectral",
            # the default with arunet-small-cond-6k run on gentle filters' windows resampled
            # to put their cutoff at 6 kHz (rtbwe.rescale; thirteenth session); opt-in
            "default-scaled-6k": "default-scaled-6k",
+           # the same with the 6 kHz network's half-width student, scaling cutoffs of 3 to
+           # 9.9 kHz only (fourteenth session); opt-in
+           "default-scaled-half-6k": "default-scaled-half-6k",
            "arunet-small-wide": "arunet-small-wide",
            "arunet-small-half-wide": "arunet-small-half-wide",
            "arunet-small-cond-6k": "arunet-small-cond-6k",
