@@ -27,9 +27,12 @@ The condition a layout-1 network takes (:mod:`rtbwe.conditioning`: 250 Hz bands 
 band edges ``f W' / W``: the same relative levels the network would see on the resampled
 stream.
 
-Measured (docs/training.md, thirteenth session; card ``default-scaled-6k``, 23 test clips):
-+1.19 to +1.42 dB on the Butterworth 3.5-8 kHz rows where the default adds +0.55 to +0.91,
-but more clips made worse at 11-14 kHz and on resampled rows.
+Measured (docs/training.md, thirteenth and fourteenth sessions; 23 test clips): card
+``default-scaled-6k`` +1.19 to +1.42 dB on the Butterworth 3.5-8 kHz rows where the default
+adds +0.55 to +0.91, but more clips made worse at 11-14 kHz and on resampled rows; card
+``default-scaled-half-6k`` (the half-width student ``arunet-small-half-cond-6k``, cutoffs
+3-9.9 kHz) within 0.03 dB of it at 3.5-8 kHz, the default's own results at 14 kHz and full
+band, at 1.04-1.21 x the default's RT.
 """
 from __future__ import annotations
 
