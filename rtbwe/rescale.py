@@ -58,6 +58,10 @@ REACH_TOLERANCE = 1.1
 # at the top ahead of the real edge (validation: two clips of the Butterworth 3.5 kHz row
 # detected at 2.2 kHz went to -15.5 and -5.5 dB scaled; the engine's network: -4.6 / +0.0)
 MIN_SCALED_RATIO = 0.5
+# and only a skirt at least this far below the passband's trend at 1.3 x the cutoff
+# (rtbwe.skirt.has_skirt's steep_db): validation windows with a skirt, fraction passing 18 dB:
+# Butterworth 6 and Chebyshev-1 6 rows 0.93-1.00, GSM 0.40 (its codec's roll-off is shallow)
+STEEP_DB = 18.0
 
 
 def scaled_length(cutoff_hz: float, target_hz: float, window_samples: int,
@@ -189,11 +193,11 @@ class CutoffScaler:
                extend_below_hz: float) -> np.ndarray:
         """(rows,) bool: the rows this scaler runs: a cutoff below ``extend_below_hz`` (the
         lock extends the window), at least MIN_SCALED_RATIO x ``target_hz``, that the
-        length cap moves to within REACH_TOLERANCE of
-        ``target_hz`` (at most ``REACH_TOLERANCE x max_length_ratio x target_hz``; above
-        it the network would see its edge further above ``target_hz`` than it was trained
-        for), and a gentle skirt above it in the long-term spectrum ``power`` (>= rows,
-        bins)."""
+        length cap moves to within REACH_TOLERANCE of ``target_hz`` (at most
+        ``REACH_TOLERANCE x max_length_ratio x target_hz``; above it the network would see
+        its edge further above ``target_hz`` than it was trained for), and a filter's skirt
+        above it in the long-term spectrum ``power`` (>= rows, bins): gentle
+        (:func:`rtbwe.skirt.has_skirt`) but at least STEEP_DB deep at 1.3 x the cutoff."""
         from .bandwidth import _smooth_db
         from .skirt import has_skirt
 
@@ -205,7 +209,7 @@ class CutoffScaler:
         if candidates.size:
             level_db = _smooth_db(power[candidates])
             chosen[candidates] = [has_skirt(level, cutoff[r], self.sample_rate,
-                                            self.window_samples)
+                                            self.window_samples, steep_db=STEEP_DB)
                                   for level, r in zip(level_db, candidates)]
         return chosen
 

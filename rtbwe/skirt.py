@@ -58,6 +58,7 @@ MARGIN_DB = 10.0          # boost only what lies more than this below the trend,
 MAX_BOOST_DB = 16.0       # and by at most this
 FLOOR_GAP_DB = 40.0       # the skirt ends where the input lies this far below the trend
 MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a cliff: no boost
+STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
 KAISER_BETA = 8.0
 
 
@@ -126,14 +127,21 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     return first, gap_db[:count]
 
 
-def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int
-              ) -> bool:
+def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
+              steep_db: float = 0.0) -> bool:
     """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
-    only such rows."""
+    only such rows. ``steep_db``: the skirt must also lie at least this far below the
+    passband's trend at STEEP_RATIO x the bandwidth (or have reached its floor before): a
+    filter's skirt, not a codec's shallow roll-off (GSM's lies about 9-14 dB down there)."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
-    return _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz)) is not None
+    skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
+    if skirt is None:
+        return False
+    first, gap_db = skirt
+    at = int(np.searchsorted(freqs_hz, STEEP_RATIO * float(edge_hz))) - first
+    return at >= len(gap_db) or gap_db[max(at, 0)] >= steep_db
 
 
 def skirt_responses(gain: np.ndarray, n_fft: int, taps: int) -> np.ndarray:

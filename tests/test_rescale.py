@@ -12,9 +12,11 @@ from helpers import stream_in_random_blocks
 from test_skirt import SR, _music_like_noise, _snr_db
 
 from rtbwe import BandwidthExtender, rescale
+from rtbwe.bandwidth import _smooth_db
 from rtbwe.card_lock import cutoff_scaling
 from rtbwe.conditioning import SpectrumTracker
 from rtbwe.filters import lowpass
+from rtbwe.skirt import has_skirt
 from rtbwe.weights import WEIGHTS_DIR
 
 SCALING = {"model": "arunet-small-cond-6k", "target_hz": 6000.0, "max_length_ratio": 2.0,
@@ -151,3 +153,8 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     assert scaler.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
                                                                  False, True]
     assert scaler.select(1, cutoffs, rows, 7000.0).tolist() == [False]  # the lock's limit
+    # a codec's shallow roll-off: 12 dB per octave is about 4.5 dB down at 1.3 x the cutoff
+    # (a skirt to has_skirt, but not a filter's: STEEP_DB)
+    shallow = power(8000, 12)
+    assert has_skirt(_smooth_db(shallow[None])[0], 8000.0, SR, 1024)
+    assert scaler.select(1, np.array([8000.0]), shallow[None], 17000.0).tolist() == [False]
