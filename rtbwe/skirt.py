@@ -59,6 +59,7 @@ MAX_BOOST_DB = 16.0       # and by at most this
 FLOOR_GAP_DB = 40.0       # the skirt ends where the input lies this far below the trend
 MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a cliff: no boost
 STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
+BOOST_STEEP_DB = 18.0     # and the boost needs at least this depth there (GSM's roll-off: 9-14)
 KAISER_BETA = 8.0
 
 
@@ -97,7 +98,7 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     """One row of :func:`skirt_gain`: (bins,) dB levels -> ``gain`` (bins,), zeros, filled
     with the gain minus 1 where boosted. Slices, not masks: this runs at every detection."""
     skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz)
-    if skirt is None:
+    if skirt is None or not _steep(skirt, freqs_hz, edge_hz, BOOST_STEEP_DB):
         return
     first, gap_db = skirt
     boost_db = np.clip(gap_db - MARGIN_DB, 0.0, MAX_BOOST_DB)
@@ -137,10 +138,15 @@ def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_sam
     filter's skirt, not a codec's shallow roll-off (GSM's lies about 9-14 dB down there)."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
     skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
-    if skirt is None:
-        return False
+    return skirt is not None and _steep(skirt, freqs_hz, float(edge_hz), steep_db)
+
+
+def _steep(skirt: tuple[int, np.ndarray], freqs_hz: np.ndarray, edge_hz: float,
+           steep_db: float) -> bool:
+    """Whether a :func:`_skirt_gap` result lies at least ``steep_db`` below the trend at
+    STEEP_RATIO x ``edge_hz``, or reached its floor before."""
     first, gap_db = skirt
-    at = int(np.searchsorted(freqs_hz, STEEP_RATIO * float(edge_hz))) - first
+    at = int(np.searchsorted(freqs_hz, STEEP_RATIO * edge_hz)) - first
     return at >= len(gap_db) or gap_db[max(at, 0)] >= steep_db
 
 
