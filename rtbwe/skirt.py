@@ -18,7 +18,10 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                the first one whose gap exceeds FLOOR_GAP_DB (there the filter has left
                nothing but a floor); 0 everywhere else, and 0 everywhere when that span is
                narrower than MIN_WIDTH x e (a cliff: a resampler's or an MP3 encoder's
-               transition band, 3-6 % of e, where little is left and aliasing may be)
+               transition band, 3-6 % of e, where little is left and aliasing may be), or
+               when the gap at STEEP_RATIO x e is under BOOST_STEEP_DB (a codec's shallow
+               roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB; fourteenth
+               session)
 
 ``MARGIN_DB`` keeps it conservative: a boost beyond the truth costs more than a boost short
 of it, and music's own roll-off at the top of the passband is not the filter's. The
@@ -29,9 +32,10 @@ TREND_SPAN (0.6, 0.9); every span starting at 0.3 x e had a worst row of -0.18 d
 lower. Through the
 processor with the shipped default: MIN_WIDTH took the 8 kHz resampler row from -0.11 to
 +0.03 dB, and MAX_BOOST_DB 16 (not 20) kept every full-band clip's output within 41 dB of
-its input (39.8 at 20) for 0.1 dB less on the filter rows. Where it cannot tell: GSM's
-aliased band looks like a skirt (-0.06 dB on validation, one clip -0.19), and a lossy file's
-encoder low-pass is boosted like any gentle filter.
+its input (39.8 at 20) for 0.1 dB less on the filter rows. GSM's roll-off passed the cliff
+test (-0.06 dB on validation, one clip -0.19) until BOOST_STEEP_DB (fourteenth session:
+GSM -0.02 -> -0.00 dB through the default, 21 validation clips). A lossy file's encoder
+low-pass is still boosted like any gentle filter.
 
 A card may name a learned estimate of the same gain instead (``skirt_model``,
 :mod:`rtbwe.skirt_model`; the opt-in card ``default-learned-skirt``, twelfth session): it gives

@@ -66,6 +66,27 @@ def test_skirt_gain_rises_just_above_a_gentle_cutoff_only():
     assert not skirt_gain(power, np.array([np.nan]), SR, WINDOW).any()
 
 
+def test_a_shallow_roll_off_is_not_boosted():
+    """A codec's roll-off (GSM's lies 9-14 dB below the trend at 1.3 x the bandwidth on
+    validation) is wide enough for the cliff test but not deep enough for a filter's skirt:
+    BOOST_STEEP_DB leaves it alone; the same edge as a steep skirt is boosted."""
+    from rtbwe import skirt
+
+    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
+
+    def power(db_per_octave):
+        octaves = np.log2(np.maximum(freqs_hz, 1.0) / 4000.0)
+        return 10 ** (-np.clip(db_per_octave * octaves, 0.0, 90.0) / 10)[None]
+
+    edge = np.array([4000.0])
+    shallow, steep = power(24), power(72)
+    level = skirt._smooth_db(shallow)[0]
+    assert skirt.has_skirt(level, 4000.0, SR, WINDOW)  # a skirt to the cliff test ...
+    assert not skirt.has_skirt(level, 4000.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)
+    assert not skirt_gain(shallow, edge, SR, WINDOW).any()  # ... but not boosted
+    assert skirt_gain(steep, edge, SR, WINDOW).max() > 0.5
+
+
 def _identity_extender(on: bool) -> BandwidthExtender:
     return BandwidthExtender(nn.Identity(), sample_rate=SR, num_threads=1, skirt_boost=on)
 
