@@ -31,8 +31,9 @@ Measured (docs/training.md, thirteenth and fourteenth sessions; 23 test clips): 
 ``default-scaled-6k`` +1.19 to +1.42 dB on the Butterworth 3.5-8 kHz rows where the default
 adds +0.55 to +0.91, but more clips made worse at 11-14 kHz and on resampled rows; card
 ``default-scaled-half-6k`` (the half-width student ``arunet-small-half-cond-6k``, cutoffs
-3-9.9 kHz) within 0.03 dB of it at 3.5-8 kHz, the default's own results at 14 kHz and full
-band, at 1.04-1.21 x the default's RT.
+3-9.9 kHz, steep skirts only) +1.19 to +1.38 dB there, within 0.13 dB of it, the default's
+own results at 14 kHz and full band, one clip in 20-23 made worse on five rows, at 1.04-1.21
+x the default's RT.
 """
 from __future__ import annotations
 
@@ -155,8 +156,9 @@ def _load_scaled(model: str, device: str) -> torch.nn.Module:
 
 class CutoffScaler:
     """Runs a network trained at one cutoff (a shipped layout-1 model, by name) on the
-    windows whose input has a gentle filter's skirt (:func:`rtbwe.skirt.has_skirt`) at a
-    cutoff the length cap can reach, each resampled so that its cutoff lands at ``target_hz``; see the module docstring.
+    windows whose input has a filter's skirt (:func:`rtbwe.skirt.has_skirt`) at a cutoff
+    the length cap can reach (:meth:`select`), each resampled so that its cutoff lands at
+    ``target_hz``; see the module docstring.
 
     :class:`rtbwe.streaming.WindowPath` asks :meth:`select` which rows it takes, runs its
     own engine on the others (cliffs: resamplers and codecs, where the 6 kHz model adds a

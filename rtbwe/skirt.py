@@ -20,8 +20,8 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                narrower than MIN_WIDTH x e (a cliff: a resampler's or an MP3 encoder's
                transition band, 3-6 % of e, where little is left and aliasing may be), or
                when the gap at STEEP_RATIO x e is under BOOST_STEEP_DB (a codec's shallow
-               roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB; fourteenth
-               session)
+               roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB;
+               fourteenth session)
 
 ``MARGIN_DB`` keeps it conservative: a boost beyond the truth costs more than a boost short
 of it, and music's own roll-off at the top of the passband is not the filter's. The
@@ -133,16 +133,19 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
 
 
 def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
-              steep_db: float = 0.0) -> bool:
+              steep_db: float | None = None) -> bool:
     """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
-    only such rows. ``steep_db``: the skirt must also lie at least this far below the
+    only such rows. ``steep_db`` (None: no such test): the skirt must also lie at least
+    this far below the
     passband's trend at STEEP_RATIO x the bandwidth (or have reached its floor before): a
     filter's skirt, not a codec's shallow roll-off (GSM's lies about 9-14 dB down there)."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
     skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
-    return skirt is not None and _steep(skirt, freqs_hz, float(edge_hz), steep_db)
+    if skirt is None:
+        return False
+    return steep_db is None or _steep(skirt, freqs_hz, float(edge_hz), steep_db)
 
 
 def _steep(skirt: tuple[int, np.ndarray], freqs_hz: np.ndarray, edge_hz: float,
