@@ -31,9 +31,9 @@ Measured (docs/training.md, thirteenth and fourteenth sessions; 23 test clips): 
 ``default-scaled-6k`` +1.19 to +1.42 dB on the Butterworth 3.5-8 kHz rows where the default
 adds +0.55 to +0.91, but more clips made worse at 11-14 kHz and on resampled rows; card
 ``default-scaled-half-6k`` (the half-width student ``arunet-small-half-cond-6k``, cutoffs
-3-9.9 kHz, steep skirts only) +1.19 to +1.38 dB there, within 0.03 dB of it under the same rules, the default's
-own results at 14 kHz and full band, one clip in 20-23 made worse on five rows, at 1.04-1.22
-x the default's RT.
+3-9.9 kHz, steep skirts only) +1.19 to +1.38 dB there, within 0.03 dB of it under the same
+rules, the default's own results at 14 kHz and full band, one clip in 20-23 made worse on
+five rows, at 1.04-1.22 x the default's RT.
 """
 from __future__ import annotations
 
