@@ -3,8 +3,8 @@
 A card (JSON beside the weights) may carry ``extension_gain``, ``max_added_ratio``,
 ``rolloff_gate_db``, ``skirt_eq`` and ``skirt_model``
 (:class:`rtbwe.passband.DetectedBandLock`), and ``cutoff_scaling`` (:mod:`rtbwe.rescale`).
-Each is validated here before the lock is built; anything malformed falls back to the library's default rather than failing or building
-something unchecked.
+Each is validated here before the lock is built; anything malformed falls back to the
+library's default rather than failing or building something unchecked.
 """
 from __future__ import annotations
 

@@ -138,9 +138,9 @@ def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_sam
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
     only such rows. ``steep_db`` (None: no such test): the skirt must also lie at least
-    this far below the
-    passband's trend at STEEP_RATIO x the bandwidth (or have reached its floor before): a
-    filter's skirt, not a codec's shallow roll-off (GSM's lies about 9-14 dB down there)."""
+    this far below the passband's trend at STEEP_RATIO x the bandwidth (or have reached its
+    floor before): a filter's skirt, not a codec's shallow roll-off (GSM's lies about
+    9-14 dB down there)."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
     skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
     if skirt is None:

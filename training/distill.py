@@ -180,8 +180,7 @@ class DistillTrainer(Trainer):
         out = lock_to_band(x, self.forward_model(x, c), rate, low_hz, high_hz)
         with torch.no_grad():
             target = lock_to_band(x, self.teacher(x, c), rate, low_hz, high_hz)
-        w = self.cfg.distill_weight
-        return (1 - w) * self.loss(out, y) + w * F.mse_loss(out, target)
+        return self.mixed_loss(out, y, target)
 
     def single_cutoff_loss(self) -> torch.Tensor:
         x, y, c = self.single_cutoff_batch()
@@ -189,8 +188,13 @@ class DistillTrainer(Trainer):
         out = self.forward_model(*inputs)
         with torch.no_grad():
             target = self.teacher(*inputs)
+        return self.mixed_loss(out, y, target)
+
+    def mixed_loss(self, out: torch.Tensor, clean: torch.Tensor, teacher: torch.Tensor
+                   ) -> torch.Tensor:
+        """``(1 - w) * loss(out, clean) + w * MSE(out, teacher)``, w = ``distill_weight``."""
         w = self.cfg.distill_weight
-        return (1 - w) * self.loss(out, y) + w * F.mse_loss(out, target)
+        return (1 - w) * self.loss(out, clean) + w * F.mse_loss(out, teacher)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
