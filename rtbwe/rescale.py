@@ -33,7 +33,8 @@ adds +0.55 to +0.91, but more clips made worse at 11-14 kHz and on resampled row
 ``default-scaled-half-6k`` (the half-width student ``arunet-small-half-cond-6k``, cutoffs
 3-9.9 kHz, steep skirts only) +1.19 to +1.38 dB there, within 0.03 dB of it under the same
 rules, the default's own results at 14 kHz and full band, one clip in 20-23 made worse on
-five rows, at 1.04-1.22 x the default's RT.
+five rows, at 1.04-1.22 x the default's RT. The fifteenth session left dark passbands and
+narrow skirts to the engine's network (DARK_ROLLOFF_DB, DARK_SLOPE_DB_PER_OCTAVE, MIN_WIDTH).
 """
 from __future__ import annotations
 
@@ -63,6 +64,22 @@ MIN_SCALED_RATIO = 0.5
 # (rtbwe.skirt.has_skirt's steep_db): validation windows with a skirt, fraction passing 18 dB:
 # Butterworth 6 and Chebyshev-1 6 rows 0.93-1.00, GSM 0.40 (its codec's roll-off is shallow)
 STEEP_DB = 18.0
+# and at least this wide (x the cutoff; rtbwe.skirt.MIN_WIDTH, 0.08, for the boost). Windows
+# of the validation rows at least 0.08 / 0.12 wide (fifteenth session): resampled via 16 kHz
+# 3 / 0 % (the scaled network cost that row -0.03 dB), via 8 kHz 6 / 3 %, Butterworth 6 at
+# 3.5-8 kHz 94-100 / 94-100 %, Chebyshev-1 6 at 3.5-8 kHz 91-95 / 87-93 %
+MIN_WIDTH = 0.12
+# nor an input dark at the top of its passband: music whose own spectrum falls into the cutoff,
+# where the scaled network (trained on brighter spectra at 6 kHz, its band added at gain 1)
+# adds far more than the input lost. Validation (fifteenth session, docs/training.md): every
+# clip the scaled network made worse than the default by more than 1 dB at cutoffs of 7 kHz
+# and above had a passband falling faster than 14 dB per octave over its top (-14.2 to
+# -18.5; of the clips it helped there one fell 15.5, the others 12.8 or less), and the one
+# it made worse on a resampled row lost 20.7 dB from the octave below the cutoff to the one
+# under it (rtbwe.conditioning.octave_rolloff_db; other scaled clips: -18.7 and up)
+DARK_ROLLOFF_DB = -15.0
+DARK_ABOVE_HZ = 7000.0
+DARK_SLOPE_DB_PER_OCTAVE = -14.0
 
 
 def scaled_length(cutoff_hz: float, target_hz: float, window_samples: int,
@@ -199,8 +216,11 @@ class CutoffScaler:
         ``REACH_TOLERANCE x max_length_ratio x target_hz``; above it the network would see
         its edge further above ``target_hz`` than it was trained for), and a filter's skirt
         above it in the long-term spectrum ``power`` (>= rows, bins): gentle
-        (:func:`rtbwe.skirt.has_skirt`) but at least STEEP_DB deep at 1.3 x the cutoff."""
+        (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
+        STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
+        (:meth:`_dark`)."""
         from .bandwidth import _smooth_db
+        from .conditioning import octave_rolloff_db
         from .skirt import has_skirt
 
         cutoff = np.asarray(cutoffs_hz[:rows], np.float64)
@@ -210,10 +230,28 @@ class CutoffScaler:
                                     & (cutoff >= MIN_SCALED_RATIO * self.target_hz))
         if candidates.size:
             level_db = _smooth_db(power[candidates])
-            chosen[candidates] = [has_skirt(level, cutoff[r], self.sample_rate,
-                                            self.window_samples, steep_db=STEEP_DB)
-                                  for level, r in zip(level_db, candidates)]
+            rolloff_db = np.empty(candidates.size)
+            octave_rolloff_db(power[candidates], candidates.size, cutoff[candidates],
+                              self.sample_rate / self.window_samples, self.sample_rate / 2,
+                              rolloff_db)
+            chosen[candidates] = [
+                has_skirt(level, cutoff[r], self.sample_rate, self.window_samples,
+                          steep_db=STEEP_DB, min_width=MIN_WIDTH)
+                and not self._dark(level, cutoff[r], roll)
+                for level, r, roll in zip(level_db, candidates, rolloff_db)]
         return chosen
+
+    def _dark(self, level_db: np.ndarray, cutoff_hz: float, rolloff_db: float) -> bool:
+        """Whether a row's passband is dark at its top (see DARK_ROLLOFF_DB): falling more
+        than DARK_ROLLOFF_DB over the octave below the cutoff, or, for a cutoff above
+        DARK_ABOVE_HZ, faster than DARK_SLOPE_DB_PER_OCTAVE over its top."""
+        from .skirt import passband_slope_db_per_octave
+
+        if rolloff_db < DARK_ROLLOFF_DB:
+            return True
+        return cutoff_hz > DARK_ABOVE_HZ and passband_slope_db_per_octave(
+            level_db, cutoff_hz, self.sample_rate, self.window_samples
+        ) < DARK_SLOPE_DB_PER_OCTAVE
 
     def run(self, frames: np.ndarray, index: np.ndarray, cutoffs_hz: np.ndarray,
             power: np.ndarray, lock_gains: np.ndarray) -> int:

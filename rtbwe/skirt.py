@@ -109,40 +109,64 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     gain[first:first + len(gap_db)] = 10.0 ** (boost_db / 20.0) - 1.0
 
 
-def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edge_hz: float
-               ) -> tuple[int, np.ndarray] | None:
+def _trend_fit(level_db: np.ndarray, log_f: np.ndarray, lo: int, hi: int
+               ) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through ``level_db[lo:hi]`` against
+    ``log_f[lo:hi]`` (dB per natural-log unit of frequency), unclamped."""
+    x, y = log_f[lo:hi], level_db[lo:hi]
+    centred = x - x.mean()
+    slope = float(centred @ (y - y.mean())) / float(centred @ centred)
+    return slope, float(y.mean()) - slope * float(x.mean())
+
+
+def passband_slope_db_per_octave(level_db: np.ndarray, edge_hz: float, sample_rate: int,
+                                 window_samples: int) -> float:
+    """How steeply a row of smoothed dB levels (bins,) falls over the top of its passband,
+    TREND_SPAN x ``edge_hz`` (the span the skirt's trend is fitted on), in dB per octave,
+    not clamped (music: about -12 to 0; a dark passband falls faster); 0 for a span
+    too narrow to fit."""
+    freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
+    lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
+    hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
+    if hi - lo < 3:
+        return 0.0
+    return _trend_fit(level_db, log_f, lo, hi)[0] * np.log(2.0)
+
+
+def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edge_hz: float,
+               min_width: float = MIN_WIDTH) -> tuple[int, np.ndarray] | None:
     """(first bin, gap_db (bins of the skirt,)): how far each bin from the bandwidth up to
     the floor lies below the passband's trend; None for a cliff (a span narrower than
-    MIN_WIDTH x the bandwidth) or a passband too narrow to fit a trend."""
+    ``min_width`` x the bandwidth) or a passband too narrow to fit a trend."""
     lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
     hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
     if hi - lo < 3:
         return None
-    x, y = log_f[lo:hi], level_db[lo:hi]
-    centred = x - x.mean()
-    slope = float(centred @ (y - y.mean())) / float(centred @ centred)
+    slope, _ = _trend_fit(level_db, log_f, lo, hi)
     slope = min(max(slope, -MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
+    x, y = log_f[lo:hi], level_db[lo:hi]
     intercept = float(y.mean()) - slope * float(x.mean())
     first = int(np.searchsorted(freqs_hz, edge_hz))
     gap_db = intercept + slope * log_f[first:] - level_db[first:]
     floor = gap_db > FLOOR_GAP_DB
     count = int(np.argmax(floor)) if floor.any() else len(gap_db)
-    if count == 0 or freqs_hz[first + count - 1] - edge_hz < MIN_WIDTH * edge_hz:
+    if count == 0 or freqs_hz[first + count - 1] - edge_hz < min_width * edge_hz:
         return None  # a cliff (a resampler's or a codec's transition), not a filter's skirt
     return first, gap_db[:count]
 
 
 def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
-              steep_db: float | None = None) -> bool:
+              steep_db: float | None = None, min_width: float = MIN_WIDTH) -> bool:
     """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
     only such rows. ``steep_db`` (None: no such test): the skirt must also lie at least
     this far below the passband's trend at STEEP_RATIO x the bandwidth (or have reached its
     floor before): a filter's skirt, not a codec's shallow roll-off (GSM's lies about
-    9-14 dB down there)."""
+    9-14 dB down there). ``min_width``: the narrowest skirt, x the bandwidth, that is not a
+    cliff."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
-    skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz))
+    skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz), min_width)
     if skirt is None:
         return False
     return steep_db is None or _steep(skirt, freqs_hz, float(edge_hz), steep_db)

@@ -158,3 +158,31 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     shallow = power(8000, 12)
     assert has_skirt(_smooth_db(shallow[None])[0], 8000.0, SR, 1024)
     assert scaler.select(1, np.array([8000.0]), shallow[None], 17000.0).tolist() == [False]
+
+
+def test_select_leaves_dark_passbands_and_narrow_skirts_to_the_engine():
+    """A skirt at 8 kHz under a passband falling 16 dB per octave (dark music whose own
+    spectrum falls into the cutoff) is not scaled, under a flat or 8 dB per octave one it
+    is; at 4 kHz a passband falling 24 dB per octave (the octave below the cutoff 24 dB
+    under the one beneath it: past DARK_ROLLOFF_DB) is not either, one falling 8 is; a skirt
+    10 % wide (a resampler's cliff detected a little below its edge) passes the boost's
+    width test (rtbwe.skirt.MIN_WIDTH) but not the scaler's (rescale.MIN_WIDTH)."""
+    scaler = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
+                                  max_length_ratio=2.0)
+    freqs_hz = np.fft.rfftfreq(1024, 1 / SR)
+    octaves_above_1k = np.log2(np.maximum(freqs_hz, 1000.0) / 1000.0)
+
+    def power(edge_hz, skirt_db_per_octave, passband_db_per_octave):
+        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
+        skirt_db = np.clip(skirt_db_per_octave * octaves, 0.0, 90.0)
+        return 10 ** (-(skirt_db + passband_db_per_octave * octaves_above_1k) / 10)
+
+    cases = [(8000.0, 48, 16, False), (8000.0, 48, 0, True), (8000.0, 48, 8, True),
+             (4000.0, 48, 24, False), (4000.0, 48, 8, True), (8000.0, 300, 0, False)]
+    rows = np.stack([power(edge, skirt, passband) for edge, skirt, passband, _ in cases])
+    cutoffs = np.array([edge for edge, *_ in cases])
+    assert scaler.select(len(cases), cutoffs, rows, 17000.0).tolist() == [
+        expected for *_, expected in cases]
+    narrow = _smooth_db(rows[-1:])[0]
+    assert has_skirt(narrow, 8000.0, SR, 1024)
+    assert not has_skirt(narrow, 8000.0, SR, 1024, min_width=rescale.MIN_WIDTH)
