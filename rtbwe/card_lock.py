@@ -75,21 +75,55 @@ def skirt_model(value) -> str | None:
 def cutoff_scaling(value) -> dict | None:
     """A card's ``cutoff_scaling`` (:mod:`rtbwe.rescale`): ``{"model": a name in
     SCALED_MODELS, "target_hz": 1000-20000, "max_length_ratio": 1-4, "gain": 0-4}``, finite
-    numbers; anything else (absent, or malformed) means the engine's network runs every
-    window as it is."""
+    numbers, where ``gain`` may also be a table ``[[up_to_hz, gain], ...]`` (rising edges,
+    each gain 0-4, at most 32 rows) as a card's ``extension_gain``; anything else (absent,
+    or malformed) means the engine's network runs every window as it is."""
     from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
     if not isinstance(value, dict) or value.get("model") not in SCALED_MODELS:
         return None
+    gain = value.get("gain", 1.0)
     numbers = {key: value.get(key, default) for key, default in
-               (("target_hz", None), ("max_length_ratio", 2.0), ("gain", 1.0))}
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-               for v in numbers.values()):
+               (("target_hz", None), ("max_length_ratio", 2.0))}
+    if not all(_finite_number(v) for v in numbers.values()):
         return None
     if not (1000.0 <= numbers["target_hz"] <= 20000.0 and 1.0 <= numbers["max_length_ratio"]
-            <= MAX_LENGTH_RATIO and 0.0 <= numbers["gain"] <= MAX_EXTENSION_GAIN):
+            <= MAX_LENGTH_RATIO):
         return None
-    return {"model": value["model"], **{k: float(v) for k, v in numbers.items()}}
+    if _finite_number(gain):
+        if not 0.0 <= gain <= MAX_EXTENSION_GAIN:
+            return None
+        gain = float(gain)
+    else:
+        gain = _gain_table(gain)
+        if gain is None:
+            return None
+    return {"model": value["model"], **{k: float(v) for k, v in numbers.items()},
+            "gain": gain}
+
+
+def _finite_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
+
+
+def _gain_table(value) -> list | None:
+    """``[[up_to_hz, gain], ...]``: 1-32 rows of finite numbers, edges rising, gains in
+    [0, MAX_EXTENSION_GAIN]; None when anything is otherwise (no clipping: a scaled band's
+    table that is not as written is not used at all)."""
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 32:
+        return None
+    table = []
+    for row in value:
+        if not (isinstance(row, (list, tuple)) and len(row) == 2):
+            return None
+        edge, gain = row
+        if not ((_finite_number(edge) or edge == float("inf")) and _finite_number(gain)
+                and 0.0 <= gain <= MAX_EXTENSION_GAIN):
+            return None
+        table.append([float(edge), float(gain)])
+    edges = [edge for edge, _ in table]
+    return table if edges == sorted(edges) and len(set(edges)) == len(edges) else None
 
 
 def lock_settings(card, skip_full_band: bool = True) -> dict:

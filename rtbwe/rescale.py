@@ -45,6 +45,7 @@ import torch
 
 from .conditioning import (BAND_LOW_HZ, BAND_WIDTH_HZ, NUM_BANDS, REFERENCE_BANDS,
                            to_condition)
+from .passband import gain_table
 
 LENGTH_STEP = 16       # scaled window lengths are rounded to this many samples
 SINC_ZEROS = 16        # zero crossings of the interpolation kernel on each side
@@ -182,11 +183,14 @@ class CutoffScaler:
     band that costs more than it gives) and :meth:`run` on these. Rows are grouped by
     scaled length, so a stream (one held cutoff) makes one network call per hop. The scaled
     network's change to the window is multiplied by ``gain`` over the lock's gain for the
-    cutoff's bucket, so the lock adds it at ``gain`` (before the lock's gate and cap).
+    cutoff's bucket, so the lock adds it at ``gain`` (before the lock's gate and cap):
+    a number, or a table ``[[up_to_hz, gain], ...]`` per bucket of the cutoff, as a card's
+    ``extension_gain`` (:func:`rtbwe.passband.gain_table`; fitted by
+    ``rtbwe-train calibrate-scaled``).
     """
 
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
-                 max_length_ratio: float = 2.0, gain: float = 1.0,
+                 max_length_ratio: float = 2.0, gain: float | list = 1.0,
                  device: torch.device | str = "cpu"):
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
@@ -194,7 +198,8 @@ class CutoffScaler:
         self.model = _load_scaled(model, str(device))
         self.sample_rate, self.window_samples = int(sample_rate), int(window_samples)
         self.target_hz, self.max_length_ratio = float(target_hz), float(max_length_ratio)
-        self.gain = float(gain)
+        self.gain = gain
+        self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):
             raise ValueError(f"cutoff scaling needs a plain or layout-1 ({NUM_BANDS}-band) "
@@ -241,6 +246,12 @@ class CutoffScaler:
                 for level, r, roll in zip(level_db, candidates, rolloff_db)]
         return chosen
 
+    def bucket_gains(self, cutoffs_hz: np.ndarray) -> np.ndarray:
+        """(rows,) cutoffs -> (rows,) the scaled band's gain for each (its bucket's)."""
+        bucket = np.searchsorted(self.gain_edges_hz, np.asarray(cutoffs_hz, float),
+                                 side="right")
+        return self.gains[np.minimum(bucket, len(self.gains) - 1)]
+
     def _dark(self, level_db: np.ndarray, cutoff_hz: float, rolloff_db: float) -> bool:
         """Whether a row's passband is dark at its top (see DARK_ROLLOFF_DB): falling more
         than DARK_ROLLOFF_DB over the octave below the cutoff, or, for a cutoff above
@@ -260,7 +271,8 @@ class CutoffScaler:
         bucket gain for the row's cutoff). ``power`` (>= rows, bins): the tracker's
         long-term spectrum per row. Returns the number of network calls."""
         lengths = self.lengths(cutoffs_hz[index])
-        factor = self.gain / np.maximum(np.asarray(lock_gains, np.float64), 1e-3)
+        factor = self.bucket_gains(cutoffs_hz[index]) / np.maximum(
+            np.asarray(lock_gains, np.float64), 1e-3)
         calls = 0
         for length in np.unique(lengths):
             if length == 0:

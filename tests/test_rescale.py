@@ -107,9 +107,37 @@ def test_streaming_equals_offline_with_cutoff_scaling():
     {"model": "arunet-small-cond-6k"}, {"model": "arunet-small-cond-6k", "target_hz": 1e9},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": float("nan")},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_length_ratio": 100},
-    {"model": "arunet-small-cond-6k", "target_hz": True}])
+    {"model": "arunet-small-cond-6k", "target_hz": True},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 1.0], [4000, 1.0]]},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 9.0]]},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[float("nan"), 1.0]]},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 1.0, 2.0]]},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 1.0]] * 40},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": "1"}])
 def test_a_malformed_cutoff_scaling_setting_means_none(value):
     assert cutoff_scaling(value) is None
+
+
+def test_a_gain_table_sets_the_scaled_band_per_bucket_of_the_cutoff():
+    """A card's scaled gain may be a table per bucket of the cutoff, checked like the
+    number; the scaler adds each window's band at its bucket's gain (here 0 below 5 kHz,
+    so a 4 kHz window comes back as it went in, and 2 x the 1.0 band above)."""
+    table = [[5000.0, 0.0], [1e9, 2.0]]
+    setting = cutoff_scaling({**SCALING, "gain": table})
+    assert setting == {**SCALING, "gain": table}
+    scaler = rescale.CutoffScaler(sample_rate=SR, window_samples=1024, **setting)
+    assert scaler.bucket_gains(np.array([4000.0, 5000.0, 8000.0])).tolist() == [0.0, 2.0, 2.0]
+    one = rescale.CutoffScaler(sample_rate=SR, window_samples=1024, **{**setting, "gain": 1.0})
+    rng = np.random.default_rng(0)
+    frames = lowpass(rng.standard_normal((2, 1024)), SR, 4000.0, "butter", 6).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * np.hanning(1024), axis=1)) ** 2
+    cutoffs, index, lock_gains = np.array([4000.0, 8000.0]), np.arange(2), np.ones(2)
+    gained, unit = frames.copy(), frames.copy()
+    scaler.run(gained, index, cutoffs, power, lock_gains)
+    one.run(unit, index, cutoffs, power, lock_gains)
+    np.testing.assert_array_equal(gained[0], frames[0])
+    np.testing.assert_allclose(gained[1] - frames[1], 2 * (unit[1] - frames[1]), atol=1e-5)
+    assert np.abs(unit[1] - frames[1]).max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["default-scaled-6k", "default-scaled-half-6k"])

@@ -385,9 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--clips", type=int, default=24, help="most test clips (default 24)")
     x.set_defaults(func=cmd_export)
 
+    from .calibrate_scaled import register as register_scaled
     from .skirt_fit import register as register_skirt
 
     register_skirt(sub)
+    register_scaled(sub)
     try:
         from .reproduce import register
     except ModuleNotFoundError:
