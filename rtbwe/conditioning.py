@@ -301,6 +301,11 @@ class SpectrumTracker:
         # computed only for callers that ask for it (update's ``skirts``)
         self.skirt_gain, self._skirt_top_hz = np.zeros((channels, bins)), None
         self.skirt_estimator = None  # a rtbwe.skirt_model.SkirtModel, or the trend rule
+        # a cutoff scaler's choice (rtbwe.rescale.CutoffScaler.select), made at each
+        # detection from its long-term spectrum and cutoff, and held per channel like the
+        # skirt gain: None, or a callable (power (n, bins), cutoffs (n,)) -> (n,) bool
+        self.scale_selector = None
+        self.scaled = np.zeros(channels, bool)
         self.nyquist_hz = sample_rate / 2.0
         self._cutoff_hz = np.full(channels, self.nyquist_hz)  # extension_cutoff_hz(bandwidth)
         self._hann = _hann(window_samples)
@@ -326,6 +331,7 @@ class SpectrumTracker:
         self.frames_seen = 0
         self.bandwidth_hz.fill(np.nan)
         self.reference_db.fill(0.0)
+        self.scaled.fill(False)
         self._hold_skirt(np.zeros_like(self.skirt_gain))
         self.widest_hz = None
         self._cutoff_hz.fill(self.nyquist_hz)
@@ -355,7 +361,7 @@ class SpectrumTracker:
     def update(self, frames: np.ndarray, num_frames: int, out: np.ndarray | None,
                cutoffs_hz: np.ndarray | None = None,
                contrast: tuple[np.ndarray, ...] | None = None,
-               skirts: np.ndarray | None = None) -> None:
+               skirts: np.ndarray | None = None, scaled: np.ndarray | None = None) -> None:
         """frames rows ``c * num_frames + f`` (as the framing kernel writes them) -> ``out``
         rows in the same order, (channels * num_frames, condition_bands) float32 (None for
         an unconditioned model), ``cutoffs_hz`` (channels * num_frames,) float64: where
@@ -365,7 +371,9 @@ class SpectrumTracker:
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
         (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff;
         ``skirts`` (channels * num_frames, bins) float64 receives each window's skirt gain
-        (pass it on every update of a stream, or on none)."""
+        (pass it on every update of a stream, or on none); ``scaled``
+        (channels * num_frames,) bool receives the ``scale_selector``'s choice held from
+        each window's latest detection (the same rule)."""
         rows = self.channels * num_frames
         if rows == 0:
             return
@@ -384,13 +392,16 @@ class SpectrumTracker:
         self.frames_seen += num_frames
         cutoff, reference_db = self._row_cutoff_hz[:rows], self._row_reference_db[:rows]
         if due:
-            self._detect(averaged[:rows], num_frames, due, cutoff, reference_db, skirts)
+            self._detect(averaged[:rows], num_frames, due, cutoff, reference_db, skirts,
+                         scaled)
         else:
             cutoff.reshape(self.channels, num_frames)[:] = self._cutoff_hz[:, None]
             reference_db.reshape(self.channels, num_frames)[:] = self.reference_db[:, None]
             if skirts is not None:
                 skirts[:rows].reshape(self.channels, num_frames, -1)[:] = \
                     self.skirt_gain[:, None]
+            if scaled is not None:
+                scaled[:rows].reshape(self.channels, num_frames)[:] = self.scaled[:, None]
         if cutoffs_hz is not None:
             cutoffs_hz[:rows] = cutoff
         if contrast is not None:
@@ -416,10 +427,10 @@ class SpectrumTracker:
 
     def _detect(self, averaged: np.ndarray, num_frames: int, due: list[int],
                 cutoff: np.ndarray, reference_db: np.ndarray,
-                skirts: np.ndarray | None = None) -> None:
+                skirts: np.ndarray | None = None, scaled: np.ndarray | None = None) -> None:
         """Bandwidth detection at the ``due`` frames of this call; fills each row's cutoff
-        and reference (rows, channel-major), and skirt gain when asked, and updates the held
-        per-channel values."""
+        and reference (rows, channel-major), and skirt gain and scaler's choice when asked,
+        and updates the held per-channel values."""
         from .bandwidth import detect_bandwidth_hz, extension_cutoff_hz
         from .skirt import skirt_gain
 
@@ -434,21 +445,32 @@ class SpectrumTracker:
         estimate = skirt_gain if self.skirt_estimator is None else self.skirt_estimator.gain
         skirt = (None if skirts is None else estimate(
             at_due, found, self.sample_rate, self.window_samples).reshape(channels, len(due), -1))
+        chosen = None
+        if scaled is not None:
+            chosen = (np.zeros(len(found), bool) if self.scale_selector is None else
+                      np.asarray(self.scale_selector(at_due, extension_cutoff_hz(
+                          found, self.sample_rate)), bool)).reshape(channels, -1)
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))
         held_db = reference_db.reshape(channels, num_frames)
         held_skirt = (None if skirts is None else
                       skirts[:channels * num_frames].reshape(channels, num_frames, -1))
+        held_scaled = (None if chosen is None else
+                       scaled[:channels * num_frames].reshape(channels, num_frames))
         latest = np.searchsorted(due, np.arange(num_frames), side="right") - 1
         for f in range(num_frames):  # the latest detection at or before each frame
             bandwidth[:, f] = found[:, latest[f]] if latest[f] >= 0 else self.bandwidth_hz
             held_db[:, f] = found_db[:, latest[f]] if latest[f] >= 0 else self.reference_db
             if held_skirt is not None:
                 held_skirt[:, f] = skirt[:, latest[f]] if latest[f] >= 0 else self.skirt_gain
+            if held_scaled is not None:
+                held_scaled[:, f] = chosen[:, latest[f]] if latest[f] >= 0 else self.scaled
         self.bandwidth_hz = bandwidth[:, -1].copy()
         self.reference_db = held_db[:, -1].copy()
         if skirt is not None:
             self._hold_skirt(skirt[:, -1].copy())
+        if chosen is not None:
+            self.scaled = chosen[:, -1].copy()
         self._cutoff_hz = extension_cutoff_hz(self.bandwidth_hz, self.sample_rate)
         widest = np.nanmax(self.bandwidth_hz, initial=-1.0)
         self.widest_hz = float(widest) if widest > 0 else None

@@ -113,6 +113,10 @@ class WindowPath:
             self.scaler = CutoffScaler(sample_rate=tracker.sample_rate,
                                        window_samples=window_samples, device=engine.device,
                                        **self.lock.cutoff_scaling)
+        # which windows the scaler takes: chosen at each detection (the tracker holds it
+        # between detections, as it holds the cutoff)
+        self.scaled = np.zeros(rows, bool) if self.scaler is not None else None
+        tracker.scale_selector = None if self.scaler is None else self._select
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
         self.contrast = None if off else tuple(
             np.zeros(rows) for _ in range(3 if self.lock.needs_rolloff else 2))
@@ -127,7 +131,7 @@ class WindowPath:
         """frames (channels * num_frames, window) in place: input windows -> output ones."""
         rows = self.tracker.channels * num_frames
         self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz,
-                            self.contrast, self.skirts)
+                            self.contrast, self.skirts, self.scaled)
         stats.input_bandwidth_hz = self.tracker.widest_hz
         if self.skirts is not None:
             stats.skirt_boost_hz = self._boosted_top_hz(rows)
@@ -148,7 +152,7 @@ class WindowPath:
         """The network step with a cutoff scaler (:mod:`rtbwe.rescale`): the rows it selects
         (a gentle skirt) through its scaled network, the others through the engine."""
         power = self.tracker.long_term_power(rows)
-        chosen = self.scaler.select(rows, self.cutoffs_hz, power, self.lock.extend_below_hz)
+        chosen = self.scaled[:rows]
         rest = np.flatnonzero(~chosen)
         if rest.size == rows:
             run_batch(self.engine, frames, rows, stats, self.conditions)
@@ -166,6 +170,11 @@ class WindowPath:
         stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
         if self.skirts is not None:  # the scaled network equalises the skirt itself
             self.skirts[index] = 0.0
+
+    def _select(self, power: np.ndarray, cutoffs_hz: np.ndarray) -> np.ndarray:
+        """The tracker's ``scale_selector``: :meth:`rtbwe.rescale.CutoffScaler.select` on
+        the long-term spectra (n, bins) and cutoffs (n,) of a detection."""
+        return self.scaler.select(len(cutoffs_hz), cutoffs_hz, power, self.lock.extend_below_hz)
 
     def _boosted_top_hz(self, rows: int) -> float | None:
         """The highest frequency the skirt boost reaches in these rows' windows; None when

@@ -214,3 +214,26 @@ def test_select_leaves_dark_passbands_and_narrow_skirts_to_the_engine():
     narrow = _smooth_db(rows[-1:])[0]
     assert has_skirt(narrow, 8000.0, SR, 1024)
     assert not has_skirt(narrow, 8000.0, SR, 1024, min_width=rescale.MIN_WIDTH)
+
+
+def test_the_scalers_choice_is_made_at_detections_and_held(monkeypatch):
+    """The scaler chooses its windows at the tracker's detections (every DETECT_EVERY_FRAMES
+    frames) from that detection's spectrum, and the tracker holds the choice in between, as
+    it holds the cutoff: one choice per channel per detection, not one per window."""
+    from rtbwe.conditioning import DETECT_EVERY_FRAMES
+
+    calls = []
+    select = rescale.CutoffScaler.select
+
+    def counting(self, rows, cutoffs_hz, power, extend_below_hz):
+        calls.append(rows)
+        return select(self, rows, cutoffs_hz, power, extend_below_hz)
+
+    monkeypatch.setattr(rescale.CutoffScaler, "select", counting)
+    ref = np.stack([_music_like_noise(3.0, 5), _music_like_noise(3.0, 6)])
+    x = lowpass(ref, SR, 4000.0, "butter", 6).astype(np.float32)
+    bwe = BandwidthExtender("default-scaled-half-6k", num_threads=1)
+    y = bwe.process(x, SR)
+    windows = x.shape[1] // bwe.hop_samples
+    assert 0 < sum(calls) <= 2 * (windows // DETECT_EVERY_FRAMES + 1)
+    assert _snr_db(ref[:, SR:], y[:, SR:]) > _snr_db(ref[:, SR:], x[:, SR:])
