@@ -21,7 +21,9 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                transition band, 3-6 % of e, where little is left and aliasing may be), or
                when the gap at STEEP_RATIO x e is under BOOST_STEEP_DB (a codec's shallow
                roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB;
-               fourteenth session)
+               fourteenth session), or when the floor is reached only beyond MAX_WIDTH x e
+               (the detection lies well below the filter's edge, on music falling ahead of
+               it; fifteenth session)
 
 ``MARGIN_DB`` keeps it conservative: a boost beyond the truth costs more than a boost short
 of it, and music's own roll-off at the top of the passband is not the filter's. The
@@ -65,6 +67,12 @@ MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a clif
 STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
 BOOST_STEEP_DB = 18.0     # and the boost needs at least this depth there (GSM's roll-off: 9-14)
 KAISER_BETA = 8.0
+# nor a skirt that reaches its floor only beyond this x the bandwidth: the detection then lies
+# well below the filter's edge, on music whose own spectrum falls (or dips) ahead of it, and
+# the trend overstates what is missing (fifteenth session: one validation clip's second 6 s,
+# detected at 4.24 kHz under a Butterworth 6 at 6 kHz, width 0.63-0.70, went to -5.3 dB with
+# the boost, +3.3 without). Windows of the validation filter rows wider than 0.7: 0-6 %
+MAX_WIDTH = 0.7
 
 
 def skirt_gain(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
@@ -137,7 +145,8 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
                min_width: float = MIN_WIDTH) -> tuple[int, np.ndarray] | None:
     """(first bin, gap_db (bins of the skirt,)): how far each bin from the bandwidth up to
     the floor lies below the passband's trend; None for a cliff (a span narrower than
-    ``min_width`` x the bandwidth) or a passband too narrow to fit a trend."""
+    ``min_width`` x the bandwidth), a span that reaches its floor only beyond MAX_WIDTH x
+    the bandwidth, or a passband too narrow to fit a trend."""
     lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
     hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
     if hi - lo < 3:
@@ -152,6 +161,8 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     count = int(np.argmax(floor)) if floor.any() else len(gap_db)
     if count == 0 or freqs_hz[first + count - 1] - edge_hz < min_width * edge_hz:
         return None  # a cliff (a resampler's or a codec's transition), not a filter's skirt
+    if count < len(gap_db) and freqs_hz[first + count - 1] - edge_hz > MAX_WIDTH * edge_hz:
+        return None  # the music's own roll-off ahead of the filter's edge (MAX_WIDTH)
     return first, gap_db[:count]
 
 

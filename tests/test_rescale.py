@@ -175,8 +175,8 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
         octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
         return 10 ** (-np.clip(db_per_octave * octaves, 0.0, 90.0) / 10)
 
-    rows = np.stack([power(8000, 48), power(14000, 48), power(8000, 1000), power(12500, 48),
-                     power(2500, 48), power(3000, 48)])
+    rows = np.stack([power(8000, 72), power(14000, 72), power(8000, 1000), power(12500, 72),
+                     power(2500, 72), power(3000, 72)])
     cutoffs = np.array([8000.0, 14000.0, 8000.0, 12500.0, 2500.0, 3000.0])
     assert scaler.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
                                                                  False, True]
@@ -205,8 +205,8 @@ def test_select_leaves_dark_passbands_and_narrow_skirts_to_the_engine():
         skirt_db = np.clip(skirt_db_per_octave * octaves, 0.0, 90.0)
         return 10 ** (-(skirt_db + passband_db_per_octave * octaves_above_1k) / 10)
 
-    cases = [(8000.0, 48, 16, False), (8000.0, 48, 0, True), (8000.0, 48, 8, True),
-             (4000.0, 48, 24, False), (4000.0, 48, 8, True), (8000.0, 300, 0, False)]
+    cases = [(8000.0, 72, 16, False), (8000.0, 72, 0, True), (8000.0, 72, 8, True),
+             (4000.0, 72, 24, False), (4000.0, 72, 8, True), (8000.0, 300, 0, False)]
     rows = np.stack([power(edge, skirt, passband) for edge, skirt, passband, _ in cases])
     cutoffs = np.array([edge for edge, *_ in cases])
     assert scaler.select(len(cases), cutoffs, rows, 17000.0).tolist() == [

@@ -74,17 +74,39 @@ def test_a_shallow_roll_off_is_not_boosted():
 
     freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
 
-    def power(db_per_octave):
+    def power(db_per_octave, floor_at=None):
         octaves = np.log2(np.maximum(freqs_hz, 1.0) / 4000.0)
-        return 10 ** (-np.clip(db_per_octave * octaves, 0.0, 90.0) / 10)[None]
+        gap_db = np.clip(db_per_octave * octaves, 0.0, 90.0)
+        if floor_at is not None:  # a codec's low-pass: shallow, then a cliff to the floor
+            gap_db[freqs_hz >= floor_at * 4000.0] = 90.0
+        return 10 ** (-gap_db / 10)[None]
 
     edge = np.array([4000.0])
-    shallow, steep = power(24), power(72)
+    shallow, steep = power(24, floor_at=1.5), power(72)
     level = skirt._smooth_db(shallow)[0]
     assert skirt.has_skirt(level, 4000.0, SR, WINDOW)  # a skirt to the cliff test ...
     assert not skirt.has_skirt(level, 4000.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)
     assert not skirt_gain(shallow, edge, SR, WINDOW).any()  # ... but not boosted
     assert skirt_gain(steep, edge, SR, WINDOW).max() > 0.5
+
+
+def test_a_skirt_reaching_its_floor_far_above_the_bandwidth_is_not_boosted():
+    """A fall from 4 kHz (60 dB per octave down to 30 dB, then level) that reaches the floor
+    only at 2 x the bandwidth, beyond MAX_WIDTH (music falling ahead of a filter's real
+    edge, which is further up), is not a filter's skirt; the same fall cut to the floor at
+    1.5 x the bandwidth is, and is boosted."""
+    from rtbwe import skirt
+
+    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
+    octaves = np.log2(np.maximum(freqs_hz, 1.0) / 4000.0)
+    gap_db = np.clip(60.0 * octaves, 0.0, 30.0)
+    wide = 10 ** (-np.where(freqs_hz >= 8000.0, 90.0, gap_db) / 10)[None]
+    cut = 10 ** (-np.where(freqs_hz >= 6000.0, 90.0, gap_db) / 10)[None]
+    edge = np.array([4000.0])
+    assert not skirt.has_skirt(skirt._smooth_db(wide)[0], 4000.0, SR, WINDOW)
+    assert not skirt_gain(wide, edge, SR, WINDOW).any()
+    assert skirt.has_skirt(skirt._smooth_db(cut)[0], 4000.0, SR, WINDOW)
+    assert skirt_gain(cut, edge, SR, WINDOW).max() > 0.5
 
 
 def _identity_extender(on: bool) -> BandwidthExtender:
