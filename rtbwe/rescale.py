@@ -34,7 +34,9 @@ adds +0.55 to +0.91, but more clips made worse at 11-14 kHz and on resampled row
 3-9.9 kHz, steep skirts only) +1.19 to +1.38 dB there, within 0.03 dB of it under the same
 rules, the default's own results at 14 kHz and full band, one clip in 20-23 made worse on
 five rows, at 1.04-1.22 x the default's RT. The fifteenth session left dark passbands and
-narrow skirts to the engine's network (DARK_ROLLOFF_DB, DARK_SLOPE_DB_PER_OCTAVE, MIN_WIDTH).
+narrow skirts to the engine's network (DARK_ROLLOFF_DB, DARK_SLOPE_DB_PER_OCTAVE, MIN_WIDTH)
+and made the choice at each detection (the tracker holds it, :meth:`select` is its
+``scale_selector``): one clip made worse on two test rows, 1.03-1.18 x the default's RT.
 """
 from __future__ import annotations
 
