@@ -45,8 +45,9 @@ MIN_BUCKET_PAIRS = 10  # a bucket fewer pairs scaled windows in keeps gain 1 (no
 @contextlib.contextmanager
 def recording_scaled_cutoffs():
     """Within the block, every :meth:`rtbwe.rescale.CutoffScaler.select` appends the
-    cutoffs of the windows it scaled to the yielded list (a class-level wrapper, removed on
-    exit: the processor builds its scaler inside each call)."""
+    cutoffs it chose to scale (one per channel at each bandwidth detection, held until the
+    next) to the yielded list (a class-level wrapper, removed on exit: the processor builds
+    its scaler inside each call)."""
     cutoffs: list[np.ndarray] = []
     select = rescale.CutoffScaler.select
 
