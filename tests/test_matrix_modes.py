@@ -93,3 +93,35 @@ def test_compare_two_matrix_files(tmp_path, capsys):
     text = out.read_text()
     assert "### b minus a" in text and "-0.10 | yes" in text
     assert "May replace the reference: yes" in text
+
+
+def test_eval_clips_can_start_later_in_each_file(tmp_path):
+    """--clip-offset: clips start that many seconds into each file (here the second tone of
+    a file that changes from 1 to 2 kHz at 1.5 s); a file too short for a 1 s clip there is
+    left out; a negative offset is refused with a message."""
+    import json
+
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    from rtbwe.training import cli
+
+    sr = 48000
+    t = np.arange(int(1.5 * sr)) / sr
+    tones = np.concatenate([np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 2000 * t)])
+    sf.write(tmp_path / "long.flac", (0.3 * tones).astype(np.float32), sr)
+    sf.write(tmp_path / "short.flac", (0.3 * tones[: 2 * sr]).astype(np.float32), sr)
+    (tmp_path / "manifest.json").write_text(json.dumps({"pieces": [
+        {"file": "long.flac", "split": "test"}, {"file": "short.flac", "split": "test"}]}))
+
+    def peak_hz(clip):
+        return float(np.argmax(np.abs(np.fft.rfft(clip))) * sr / len(clip))
+
+    first = cli._split_clips([str(tmp_path)], "test", 1.5, 2)
+    later = cli._split_clips([str(tmp_path)], "test", 1.5, 2, offset_seconds=1.5)
+    assert [peak_hz(c) for c in first] == pytest.approx([1000, 1000], abs=2)
+    assert len(later) == 1 and later[0].size == int(1.5 * sr)  # short.flac: 0.5 s left
+    assert peak_hz(later[0]) == pytest.approx(2000, abs=2)
+    with pytest.raises(SystemExit, match="--clip-offset"):
+        cli.main(["eval", "--matrix", "--data", str(tmp_path), "--clip-offset", "-1"])

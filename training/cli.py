@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -72,9 +73,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if not (math.isfinite(args.clip_offset) and args.clip_offset >= 0):
+        raise SystemExit(f"--clip-offset must be a number of seconds >= 0, got {args.clip_offset}")
     if args.matrix:
         return _eval_matrix(args)
     settings = EvalSettings(clip_seconds=args.clip_seconds, max_clips=args.clips,
+                            clip_offset_seconds=args.clip_offset,
                             cutoff_hz=args.cutoff_hz, visqol=not args.no_visqol,
                             vggish_weights=args.vggish_weights, bands=args.bands,
                             extra_filters=tuple(f for f in args.extra_filters.split(",") if f))
@@ -108,14 +112,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_clips(roots: list[str], split: str, clip_seconds: float, clips_per_root: int
-                 ) -> list:
-    """The first ``clip_seconds`` of up to ``clips_per_root`` files of ``split`` in each
-    dataset, as (samples,) float32 arrays."""
+def _split_clips(roots: list[str], split: str, clip_seconds: float, clips_per_root: int,
+                 offset_seconds: float = 0.0) -> list:
+    """``clip_seconds`` from ``offset_seconds`` on of up to ``clips_per_root`` files of
+    ``split`` in each dataset (files shorter than offset + 1 s left out), as (samples,)
+    float32 arrays."""
     from .data import dataset_files
     from .evaluate import EvalSettings, test_clips
 
-    settings = EvalSettings(clip_seconds=clip_seconds, max_clips=clips_per_root)
+    settings = EvalSettings(clip_seconds=clip_seconds, max_clips=clips_per_root,
+                            clip_offset_seconds=offset_seconds)
     return [c for root in roots for c in test_clips(dataset_files(root)[split], settings)]
 
 
@@ -144,8 +150,10 @@ def _eval_matrix(args: argparse.Namespace) -> int:
 
     modes = _matrix_modes(args)
     version = code_version(Path(__file__).resolve().parent.parent)
-    clips = _split_clips([args.data, *args.extra_data], args.split, args.clip_seconds, args.clips)
+    clips = _split_clips([args.data, *args.extra_data], args.split, args.clip_seconds, args.clips,
+                         args.clip_offset)
     print(f"degradation matrix: {len(clips)} {args.split} clips of up to {args.clip_seconds} s "
+          f"{f'from {args.clip_offset} s into each file ' if args.clip_offset else ''}"
           f"from {', '.join([args.data, *args.extra_data])}; streaming BandwidthExtender path, "
           f"passband={args.passband!r}; code {version['commit']}"
           f"{' + modified ' + ', '.join(version['modified']) if version['modified'] else ''}",
@@ -175,7 +183,7 @@ def _eval_matrix(args: argparse.Namespace) -> int:
     print("\n".join(tables))
     if args.json:
         out = {"clips": len(clips), "clip_seconds": args.clip_seconds,
-               "passband": args.passband, "data": [args.data, *args.extra_data],
+               "clip_offset_seconds": args.clip_offset, "passband": args.passband, "data": [args.data, *args.extra_data],
                "threads": args.threads, "code": version,
                "modes": [m.as_dict() for m in modes], "results": report}
         if differences:
@@ -324,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip-seconds", type=float, default=10.0,
                    help="seconds from the start of each piece (default 10)")
     e.add_argument("--clips", type=int, default=24, help="most clips to use (default 24)")
+    e.add_argument("--clip-offset", type=float, default=0.0, metavar="SECONDS",
+                   help="start each clip this many seconds into its file (default 0; files "
+                   "too short for a 1 s clip there are left out)")
     e.add_argument("--whole", action="store_true", help="run the network over whole clips")
     e.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slow metric)")
     e.add_argument("--bands", action="store_true",

@@ -24,6 +24,7 @@ class EvalSettings:
     """What to measure: clip length and count, and which slow metrics to include."""
 
     clip_seconds: float = 10.0
+    clip_offset_seconds: float = 0.0  # where in each file the clip starts
     max_clips: int = 24
     cutoff_hz: float = 6000.0
     sample_rate: int = 48000
@@ -34,6 +35,9 @@ class EvalSettings:
     extra_filters: tuple[str, ...] = ()  # more held-out filters, e.g. ("butter-4",)
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.clip_offset_seconds) and self.clip_offset_seconds >= 0):
+            raise ValueError(f"clip_offset_seconds must be a finite number >= 0, got "
+                             f"{self.clip_offset_seconds}")
         self.test_filters()  # a bad extra filter fails here, before any audio is loaded
 
     def test_filters(self) -> dict[str, filters.FilterSpec]:
@@ -43,12 +47,16 @@ class EvalSettings:
 
 
 def test_clips(files: list[Path], settings: EvalSettings) -> list[np.ndarray]:
-    """The first ``clip_seconds`` of each test file (loudness-normalised), up to ``max_clips``."""
+    """``clip_seconds`` of each test file from ``clip_offset_seconds`` on (the file's first
+    offset + clip seconds, loudness-normalised, then cut), up to ``max_clips`` files; a file
+    with less than one second there is left out."""
     from .data import load_audio
 
     clips = []
+    skip = int(round(settings.clip_offset_seconds * settings.sample_rate))
     for path in files[: settings.max_clips]:
-        audio = load_audio(path, settings.sample_rate, settings.clip_seconds)
+        audio = load_audio(path, settings.sample_rate,
+                           settings.clip_offset_seconds + settings.clip_seconds)[skip:]
         if len(audio) >= settings.sample_rate:  # at least one second
             clips.append(audio)
     if not clips:
