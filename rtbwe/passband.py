@@ -148,6 +148,13 @@ def gain_table(gain: float | list) -> tuple[np.ndarray, np.ndarray]:
             np.array([float(g) for _, g in table] + [1.0]))
 
 
+def table_gains(edges_hz: np.ndarray, gains: np.ndarray, cutoff_hz: np.ndarray) -> np.ndarray:
+    """(rows,) cutoffs -> (rows,) the gain of each one's bucket in a :func:`gain_table`
+    ``(edges_hz, gains)``: the first bucket whose upper edge lies above the cutoff."""
+    bucket = np.searchsorted(edges_hz, np.asarray(cutoff_hz, float), side="right")
+    return gains[np.minimum(bucket, len(gains) - 1)]
+
+
 def extend_below_hz(gain: float | list, sample_rate: int) -> float:
     """The lowest cutoff from which the gain table ``gain`` adds nothing up to Nyquist (its top
     buckets have gain 0; a card adds no band above 17 kHz); Nyquist when the top bucket adds.
@@ -257,8 +264,7 @@ class DetectedBandLock:
 
     def bucket_gains(self, cutoff_hz: np.ndarray) -> np.ndarray:
         """(rows,) cutoffs -> (rows,) the gain table's gain for each (its bucket's)."""
-        bucket = np.searchsorted(self.gain_edges_hz, np.asarray(cutoff_hz, float), side="right")
-        return self.gains[np.minimum(bucket, len(self.gains) - 1)]
+        return table_gains(self.gain_edges_hz, self.gains, cutoff_hz)
 
     @property
     def needs_rolloff(self) -> bool:

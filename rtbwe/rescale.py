@@ -47,7 +47,7 @@ import torch
 
 from .conditioning import (BAND_LOW_HZ, BAND_WIDTH_HZ, NUM_BANDS, REFERENCE_BANDS,
                            to_condition)
-from .passband import gain_table
+from .passband import gain_table, table_gains
 
 LENGTH_STEP = 16       # scaled window lengths are rounded to this many samples
 SINC_ZEROS = 16        # zero crossings of the interpolation kernel on each side
@@ -200,7 +200,6 @@ class CutoffScaler:
         self.model = _load_scaled(model, str(device))
         self.sample_rate, self.window_samples = int(sample_rate), int(window_samples)
         self.target_hz, self.max_length_ratio = float(target_hz), float(max_length_ratio)
-        self.gain = gain
         self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):
@@ -250,9 +249,7 @@ class CutoffScaler:
 
     def bucket_gains(self, cutoffs_hz: np.ndarray) -> np.ndarray:
         """(rows,) cutoffs -> (rows,) the scaled band's gain for each (its bucket's)."""
-        bucket = np.searchsorted(self.gain_edges_hz, np.asarray(cutoffs_hz, float),
-                                 side="right")
-        return self.gains[np.minimum(bucket, len(self.gains) - 1)]
+        return table_gains(self.gain_edges_hz, self.gains, cutoffs_hz)
 
     def _dark(self, level_db: np.ndarray, cutoff_hz: float, rolloff_db: float) -> bool:
         """Whether a row's passband is dark at its top (see DARK_ROLLOFF_DB): falling more

@@ -183,7 +183,8 @@ def _eval_matrix(args: argparse.Namespace) -> int:
     print("\n".join(tables))
     if args.json:
         out = {"clips": len(clips), "clip_seconds": args.clip_seconds,
-               "clip_offset_seconds": args.clip_offset, "passband": args.passband, "data": [args.data, *args.extra_data],
+               "clip_offset_seconds": args.clip_offset, "passband": args.passband,
+               "data": [args.data, *args.extra_data],
                "threads": args.threads, "code": version,
                "modes": [m.as_dict() for m in modes], "results": report}
         if differences:
