@@ -23,7 +23,7 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB;
                fourteenth session), or when the floor is reached only beyond MAX_WIDTH x e
                (the detection lies well below the filter's edge, on music falling ahead of
-               it; fifteenth session)
+               it; fifteenth session), or never within that (a noise floor; sixteenth)
 
 ``MARGIN_DB`` keeps it conservative: a boost beyond the truth costs more than a boost short
 of it, and music's own roll-off at the top of the passband is not the filter's. The
@@ -73,7 +73,11 @@ KAISER_BETA = 8.0
 # detected at 4.24 kHz under a Butterworth 6 at 6 kHz, width 0.63-0.70, went to -5.3 dB with
 # the boost, +3.3 without). 0.7 removed three other clips below -0.5 dB on validation, 0.6
 # also that one; windows of the validation Butterworth 6 rows at 3.5-8 kHz wider than 0.6:
-# 0-13 %, Chebyshev-1 6 0-10 %; the test rows moved by 0.01 dB at most
+# 0-13 %, Chebyshev-1 6 0-10 %; the test rows moved by 0.01 dB at most. A skirt that never
+# reaches its floor counts as reaching it beyond Nyquist (sixteenth session): a noise floor
+# less than FLOOR_GAP_DB under the passband (hiss added after a filter; the click of a stream
+# that starts mid-signal, held in the long-term spectrum for seconds) is not a skirt; it had
+# been boosted by up to MAX_BOOST_DB from the bandwidth to Nyquist
 MAX_WIDTH = 0.6
 
 
@@ -148,7 +152,8 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     """(first bin, gap_db (bins of the skirt,)): how far each bin from the bandwidth up to
     the floor lies below the passband's trend; None for a cliff (a span narrower than
     ``min_width`` x the bandwidth), a span that reaches its floor only beyond MAX_WIDTH x
-    the bandwidth, or a passband too narrow to fit a trend."""
+    the bandwidth (or never, where Nyquist lies beyond that), or a passband too narrow to
+    fit a trend."""
     lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
     hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
     if hi - lo < 3:
@@ -163,8 +168,10 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     count = int(np.argmax(floor)) if floor.any() else len(gap_db)
     if count == 0 or freqs_hz[first + count - 1] - edge_hz < min_width * edge_hz:
         return None  # a cliff (a resampler's or a codec's transition), not a filter's skirt
-    if count < len(gap_db) and freqs_hz[first + count - 1] - edge_hz > MAX_WIDTH * edge_hz:
-        return None  # the music's own roll-off ahead of the filter's edge (MAX_WIDTH)
+    # the floor's frequency; one never reached lies beyond Nyquist
+    floor_hz = freqs_hz[first + count - 1] if count < len(gap_db) else np.inf
+    if floor_hz - edge_hz > MAX_WIDTH * edge_hz and freqs_hz[-1] - edge_hz > MAX_WIDTH * edge_hz:
+        return None  # the music's own roll-off ahead of the filter's edge, or a noise floor
     return first, gap_db[:count]
 
 

@@ -77,7 +77,7 @@ def make_tracker(engine: InferenceEngine, channels: int, sample_rate: int,
     """A fresh tracker making the engine's model's condition layout (none, 40 or 48)."""
     check_layout(engine.condition_bands)
     return SpectrumTracker(channels, sample_rate, window_samples, hop_samples,
-                           engine.condition_bands)
+                           engine.condition_bands, context_samples=window_samples - hop_samples)
 
 
 class WindowPath:

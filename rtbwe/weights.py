@@ -117,6 +117,9 @@ def resolve(name_or_path: str | Path) -> Path:
                 f"{what}: {card} is not in this install. Train one with "
                 "`rtbwe-train fit` or pass model=<path to .json/.safetensors>.")
         return card
+    if not key.strip():
+        raise ModelLoadingError(f"empty model name (known names: {', '.join(SHIPPED)}; or pass "
+                                "a .json/.safetensors path)")
     path = Path(key)
     if path.suffix == ".safetensors":
         path = path.with_suffix(".json")

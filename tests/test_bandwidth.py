@@ -84,6 +84,32 @@ def test_gentle_filters_are_found_never_below_the_cutoff(signal, family, order, 
     assert 0.95 * truth <= detected <= 2.2 * truth, (detected, truth)
 
 
+@pytest.mark.xfail(strict=True, reason="known limitation: the passband trend is clamped at "
+                   "12 dB per octave (rtbwe.bandwidth.MAX_SLOPE_DB_PER_OCTAVE); 24 passes this "
+                   "but was mixed on the degradation matrix (docs/training.md, sixteenth session)")
+@pytest.mark.parametrize("cutoff_hz", [6000, 8000, 11000])
+def test_a_dark_passband_falling_into_the_filter_is_found_within_5_percent(cutoff_hz):
+    """Music whose own spectrum falls 18 dB per octave above 1 kHz (three first-order
+    low-passes on noise), under a Butterworth 6: the edge is found 12-21 % low (6-11 kHz),
+    because the passband's trend, clamped at 12 dB per octave, falls slower than the music
+    (validation clips falling faster went to -1.6 and -4.2 dB when the network was let in
+    below the filter). With the clamp at 24 every cutoff here is within 4 %."""
+    from scipy import signal as sp
+
+    rng = np.random.default_rng(0)
+    dark = rng.standard_normal(3 * SR)
+    b, a = sp.butter(1, 1000, fs=SR)
+    for _ in range(3):
+        dark = sp.lfilter(b, a, dark)
+    dark = (0.3 * dark / np.abs(dark).max()).astype(np.float32)
+
+    def degrade(x):
+        return filters.lowpass(x, SR, cutoff_hz, "butter", 6)
+    detected = detect_bandwidth_hz(long_term_power(degrade(dark)[:2 * SR]), SR, W)[0]
+    truth = minus_6db_hz(degrade)
+    assert abs(detected / truth - 1) <= 0.05, (detected, truth)
+
+
 @pytest.mark.parametrize("rate_hz", [8000, 11025, 16000, 22050, 24000, 32000])
 def test_resampled_within_5_percent(signal, rate_hz):
     def degrade(x):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtbwe import BandwidthExtender, conditioning, engine, filters, models
+from rtbwe import BandwidthExtender, conditioning, engine, filters, kernels, models
 from rtbwe.training import clip_conditions
 from rtbwe.training import config as config_mod
 from rtbwe.training.data import AudioPool, PairSampler, TrackSpectra
@@ -284,3 +284,33 @@ def test_stream_survives_bad_audio_with_conditions(cond_net):
     assert np.isfinite(tracker.sums).all() and np.isfinite(bwe._stream.path.conditions).all()
     # the 1e30 burst is clipped before it enters the average (unclipped: ~1e63)
     assert tracker.sums.max() < 1e9
+
+
+def test_a_stream_that_starts_mid_signal_leaves_no_click_in_the_long_term_spectrum():
+    """An input resampled via 8 kHz that starts at full level (an excerpt): the processor's
+    first window steps from its W - H zeros into it. The tracker fades x in there
+    (context_samples), so after 1 s its long-term stopband lies > 100 dB under the
+    passband (measured 129); without the fade the step's click sits there, 64 dB under
+    this white passband (about 35 dB under a validation clip's darker one, sixteenth
+    session), hiding the stopband from the bandwidth detection and the skirt boost."""
+    import soxr
+
+    rng = np.random.default_rng(3)
+    x = soxr.resample(soxr.resample(rng.standard_normal(2 * SR), SR, 8000), 8000, SR)
+    x = (0.3 * x).astype(np.float32)
+    hop = 768
+    padded = np.zeros((1, len(x) + 2 * W), np.float32)
+    padded[0, W - hop:W - hop + len(x)] = x  # as rtbwe.streaming frames a stream
+    freqs_hz = np.fft.rfftfreq(W, 1 / SR)
+    gaps = {}
+    for context in (W - hop, 0):
+        tracker = conditioning.SpectrumTracker(1, SR, W, hop, 0, context_samples=context)
+        frames = np.empty((8, W), np.float32)
+        for first in range(0, 64, 8):
+            kernels.frame_signal(padded, first * hop, hop, 8, frames)
+            tracker.update(frames, 8, None)
+        power = tracker.long_term_power(8)[-1]
+        gaps[context] = 10 * np.log10(power[(freqs_hz > 1000) & (freqs_hz < 3000)].mean()
+                                      / power[(freqs_hz > 8000) & (freqs_hz < 20000)].mean())
+    assert gaps[W - hop] > 100.0, gaps
+    assert gaps[0] < 75.0, gaps  # the click the fade removes

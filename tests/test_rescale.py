@@ -181,9 +181,11 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     assert scaler.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
                                                                  False, True]
     assert scaler.select(1, cutoffs, rows, 7000.0).tolist() == [False]  # the lock's limit
-    # a codec's shallow roll-off: 12 dB per octave is about 4.5 dB down at 1.3 x the cutoff
-    # (a skirt to has_skirt, but not a filter's: STEEP_DB)
-    shallow = power(8000, 12)
+    # a codec's shallow roll-off: 12 dB per octave is about 4.5 dB down at 1.3 x the cutoff,
+    # then its cliff to the floor at 1.5 x (a skirt to has_skirt, but not a filter's:
+    # STEEP_DB); with no floor at all it is not even a skirt (rtbwe.skirt.MAX_WIDTH)
+    assert not has_skirt(_smooth_db(power(8000, 12)[None])[0], 8000.0, SR, 1024)
+    shallow = np.where(freqs_hz >= 12000.0, 1e-9, power(8000, 12))
     assert has_skirt(_smooth_db(shallow[None])[0], 8000.0, SR, 1024)
     assert scaler.select(1, np.array([8000.0]), shallow[None], 17000.0).tolist() == [False]
 

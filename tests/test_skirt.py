@@ -213,3 +213,29 @@ def test_no_boost_is_reported_where_the_lock_passes_the_input_through():
             assert _snr_db(y, out) > 100
         else:
             assert bwe.stats.skirt_boost_hz > cutoff_hz
+
+
+def test_a_noise_floor_above_the_skirts_floor_is_not_boosted():
+    """Hiss added after a Butterworth 6 at 6 kHz, 40 dB under the passband (a tape's, or the
+    click of a stream that starts mid-signal held in the long-term spectrum): the fall never
+    reaches FLOOR_GAP_DB under the trend, and what lies above is noise, not an attenuated
+    band. No boost (sixteenth session: it had been boosted by up to MAX_BOOST_DB from 6 kHz
+    to Nyquist). The same filter with hiss 60 dB under is boosted."""
+    x = _music_like_noise(6.0, 4)
+    filtered = lowpass(x, SR, 6000, "butter", 6)
+    rng = np.random.default_rng(5)
+    hiss = rng.standard_normal(len(x))
+    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
+    clean = _long_term_power(filtered)
+    band = clean[0, (freqs_hz > 3600) & (freqs_hz < 5400)].mean()
+    white = _long_term_power(hiss)[0, 1:].mean()
+    boosts = {}
+    for under_db in (40, 60):
+        noisy = filtered + hiss * np.sqrt(band / white * 10 ** (-under_db / 10))
+        power = _long_term_power(noisy.astype(np.float32))
+        edge = detect_bandwidth_hz(power, SR, WINDOW)
+        assert 5500 < edge[0] < 6500
+        boosts[under_db] = skirt_gain(power, edge, SR, WINDOW)[0]
+    assert not boosts[40].any()
+    assert boosts[60].max() > 0.5 and not boosts[60][freqs_hz > 12000].any()
+

@@ -72,3 +72,10 @@ def test_default_model_is_registered():
     net = rtbwe.load_model("default")
     assert card["sample_rate"] == 48000 and card["cutoff_hz"] == 6000.0
     assert models.count_parameters(net) == card["parameters"]
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_is_a_clear_error(name):
+    """Not pathlib's "PosixPath('.') has an empty name"."""
+    with pytest.raises(ModelLoadingError, match="empty model name"):
+        load_model(name)
