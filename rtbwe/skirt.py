@@ -16,7 +16,9 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
     gap[k]   = trend[k] - L[k]: how far the input lies below its own passband's trend
     gain_db  = min(gap - MARGIN_DB, MAX_BOOST_DB) where positive, for the bins from e up to
                the first one whose gap exceeds FLOOR_GAP_DB (there the filter has left
-               nothing but a floor); 0 everywhere else, and 0 everywhere when that span is
+               nothing but a floor; for a skirt at least DEEP_MIN_WIDTH x e wide to it, on
+               to the first gap over BOOST_FLOOR_GAP_DB, within (1 + MAX_WIDTH) x e:
+               sixteenth session); 0 everywhere else, and 0 everywhere when that span is
                narrower than MIN_WIDTH x e (a cliff: a resampler's or an MP3 encoder's
                transition band, 3-6 % of e, where little is left and aliasing may be), or
                when the gap at STEEP_RATIO x e is under BOOST_STEEP_DB (a codec's shallow
@@ -63,6 +65,15 @@ TREND_SPAN = (0.6, 0.9)   # the passband's trend is fitted over this x the bandw
 MARGIN_DB = 10.0          # boost only what lies more than this below the trend, by the excess
 MAX_BOOST_DB = 16.0       # and by at most this
 FLOOR_GAP_DB = 40.0       # the skirt ends where the input lies this far below the trend
+# and the boost goes on to where it lies this far below (within (1 + MAX_WIDTH) x the
+# bandwidth): a filter's skirt still holds the true signal 40-60 dB down, and MAX_BOOST_DB of
+# it comes back (sixteenth session, validation, filter rows: +0.01-0.11 dB at 50, +0.02-0.14
+# at 60, 80 as 60)
+BOOST_FLOOR_GAP_DB = 60.0
+# only for skirts at least this wide to their FLOOR_GAP_DB floor: a resampler's transition
+# that passes MIN_WIDTH is not boosted deeper (it holds aliases: one validation clip via
+# 8 kHz went below -0.5 dB without this)
+DEEP_MIN_WIDTH = 0.12
 MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a cliff: no boost
 STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
 BOOST_STEEP_DB = 18.0     # and the boost needs at least this depth there (GSM's roll-off: 9-14)
@@ -115,7 +126,7 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
               edge_hz: float, gain: np.ndarray) -> None:
     """One row of :func:`skirt_gain`: (bins,) dB levels -> ``gain`` (bins,), zeros, filled
     with the gain minus 1 where boosted. Slices, not masks: this runs at every detection."""
-    skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz)
+    skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz, span_floor_db=BOOST_FLOOR_GAP_DB)
     if skirt is None or not _steep(skirt, freqs_hz, edge_hz, BOOST_STEEP_DB):
         return
     first, gap_db = skirt
@@ -148,12 +159,15 @@ def passband_slope_db_per_octave(level_db: np.ndarray, edge_hz: float, sample_ra
 
 
 def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edge_hz: float,
-               min_width: float = MIN_WIDTH) -> tuple[int, np.ndarray] | None:
+               min_width: float = MIN_WIDTH, span_floor_db: float = FLOOR_GAP_DB
+               ) -> tuple[int, np.ndarray] | None:
     """(first bin, gap_db (bins of the skirt,)): how far each bin from the bandwidth up to
     the floor lies below the passband's trend; None for a cliff (a span narrower than
     ``min_width`` x the bandwidth), a span that reaches its floor only beyond MAX_WIDTH x
     the bandwidth (or never, where Nyquist lies beyond that), or a passband too narrow to
-    fit a trend."""
+    fit a trend. Those tests take the floor at FLOOR_GAP_DB; the span returned ends at the
+    first bin more than ``span_floor_db`` (>= FLOOR_GAP_DB) below the trend, and by
+    (1 + MAX_WIDTH) x the bandwidth."""
     lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
     hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
     if hi - lo < 3:
@@ -172,6 +186,10 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     floor_hz = freqs_hz[first + count - 1] if count < len(gap_db) else np.inf
     if floor_hz - edge_hz > MAX_WIDTH * edge_hz and freqs_hz[-1] - edge_hz > MAX_WIDTH * edge_hz:
         return None  # the music's own roll-off ahead of the filter's edge, or a noise floor
+    if span_floor_db > FLOOR_GAP_DB and floor_hz - edge_hz >= DEEP_MIN_WIDTH * edge_hz:
+        reach = int(np.searchsorted(freqs_hz, (1.0 + MAX_WIDTH) * edge_hz, side="right")) - first
+        deeper = gap_db[count:reach] > span_floor_db
+        count = count + (int(np.argmax(deeper)) if deeper.any() else len(deeper))
     return first, gap_db[:count]
 
 

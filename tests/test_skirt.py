@@ -239,3 +239,26 @@ def test_a_noise_floor_above_the_skirts_floor_is_not_boosted():
     assert not boosts[40].any()
     assert boosts[60].max() > 0.5 and not boosts[60][freqs_hz > 12000].any()
 
+
+
+
+def test_the_boost_reaches_deeper_than_the_skirts_floor(monkeypatch):
+    """The width tests end a skirt at FLOOR_GAP_DB (40 dB under the trend); the boost goes on
+    to BOOST_FLOOR_GAP_DB: the bins of a Butterworth 6 at 6 kHz that lie 40-50 dB under the
+    trend (above 8.5 kHz) still hold the true signal, and get MAX_BOOST_DB, never beyond
+    what the filter took. With the boost's floor at 40 dB they got nothing."""
+    from rtbwe import skirt
+
+    x = _music_like_noise(6.0, 1)
+    freqs_hz, log_f = skirt._grid(SR, WINDOW)
+    power = _long_term_power(lowpass(x, SR, 6000, "butter", 6))
+    edge_hz = detect_bandwidth_hz(power, SR, WINDOW)
+    first, gap_db = skirt._skirt_gap(skirt._smooth_db(power)[0], freqs_hz, log_f, edge_hz[0],
+                                     span_floor_db=skirt.BOOST_FLOOR_GAP_DB)
+    deep = first + np.flatnonzero(gap_db > skirt.FLOOR_GAP_DB)
+    assert len(deep) >= 3 and freqs_hz[deep].min() > 8500, freqs_hz[deep]
+    gain_db = 20 * np.log10(1 + skirt_gain(power, edge_hz, SR, WINDOW)[0][deep])
+    attenuation_db = -zero_phase_response_db(SR, 6000, "butter", 6, freqs_hz[deep])
+    assert np.all(gain_db > MAX_BOOST_DB - 0.01) and np.all(gain_db < attenuation_db)
+    monkeypatch.setattr(skirt, "BOOST_FLOOR_GAP_DB", skirt.FLOOR_GAP_DB)
+    assert not skirt_gain(power, edge_hz, SR, WINDOW)[0][deep].any()
