@@ -48,8 +48,8 @@ MAX_SAMPLE = 8.0  # the tracker clips samples to +-8 (18 dB over full scale)
 # excerpt, a cut) steps there, and the step's broadband click stayed in the 4 s average for
 # seconds, a floor about 35 dB under the passband that hid a resampler's stopband (sixteenth
 # session). The tracker's copy of that window fades x in over this many samples (the audio
-# path is untouched): 256 left the stopband of a resampled validation clip within 1 dB of
-# its level without the step, 128 within 12 dB
+# path is untouched): 256 left the stopband of a resampled validation clip within 1.1 dB of
+# its level without the step, 128 up to 15 dB above it
 START_FADE_SAMPLES = 256
 NUM_BANDS = int(round((BAND_HIGH_HZ - BAND_LOW_HZ) / BAND_WIDTH_HZ))  # 40
 
@@ -341,9 +341,10 @@ class SpectrumTracker:
         self._excess_db, self._below_power = np.zeros(rows), np.zeros(rows)
 
     def _fade_in_start(self, windowed: np.ndarray, num_frames: int) -> None:
-        """Each channel's first window of the stream (rows ``c * num_frames``, windowed,
-        (rows, window) float64): x faded in over START_FADE_SAMPLES after the zeros that
-        precede x[0] (START_FADE_SAMPLES)."""
+        """Each channel's first window of the stream (rows ``c * num_frames`` of the windowed
+        frames, (rows, window) float64, in place): x faded in (a raised-cosine ramp over
+        START_FADE_SAMPLES, at most the rest of the window) after the ``context_samples``
+        zeros that precede x[0]."""
         start = self.context_samples
         fade = min(START_FADE_SAMPLES, self.window_samples - start)
         if start <= 0 or fade <= 0:
