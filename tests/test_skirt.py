@@ -240,13 +240,11 @@ def test_a_noise_floor_above_the_skirts_floor_is_not_boosted():
     assert boosts[60].max() > 0.5 and not boosts[60][freqs_hz > 12000].any()
 
 
-
-
 def test_the_boost_reaches_deeper_than_the_skirts_floor(monkeypatch):
     """The width tests end a skirt at FLOOR_GAP_DB (40 dB under the trend); the boost goes on
-    to BOOST_FLOOR_GAP_DB: the bins of a Butterworth 6 at 6 kHz that lie 40-50 dB under the
-    trend (above 8.5 kHz) still hold the true signal, and get MAX_BOOST_DB, never beyond
-    what the filter took. With the boost's floor at 40 dB they got nothing."""
+    to BOOST_FLOOR_GAP_DB: the bins of a Butterworth 6 at 6 kHz that lie more than 40 dB
+    under the trend (above 8.5 kHz) still hold the true signal, and get MAX_BOOST_DB, never
+    beyond what the filter took. With the boost's floor at 40 dB they got nothing."""
     from rtbwe import skirt
 
     x = _music_like_noise(6.0, 1)
