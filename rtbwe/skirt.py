@@ -59,7 +59,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-from .bandwidth import FULL_BAND_FRACTION, MAX_SLOPE_DB_PER_OCTAVE, _smooth_db
+from .bandwidth import FULL_BAND_FRACTION, _smooth_db
 
 TREND_SPAN = (0.6, 0.9)   # the passband's trend is fitted over this x the bandwidth
 MARGIN_DB = 10.0          # boost only what lies more than this below the trend, by the excess
@@ -78,6 +78,9 @@ MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a clif
 STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
 BOOST_STEEP_DB = 18.0     # and the boost needs at least this depth there (GSM's roll-off: 9-14)
 KAISER_BETA = 8.0
+# the trend's slope is clamped to [-this, 0] dB per octave (the detection's clamp was 12 too
+# until the sixteenth session; the boost's was kept, being calibrated with it)
+MAX_SLOPE_DB_PER_OCTAVE = 12.0
 # nor a skirt that reaches its floor only beyond this x the bandwidth: the detection then lies
 # well below the filter's edge, on music whose own spectrum falls (or dips) ahead of it, and
 # the trend overstates what is missing (fifteenth session: one validation clip's second 6 s,
