@@ -62,6 +62,9 @@ from scipy import signal
 from .bandwidth import FULL_BAND_FRACTION, _smooth_db
 
 TREND_SPAN = (0.6, 0.9)   # the passband's trend is fitted over this x the bandwidth
+# and its slope clamped to [-this, 0] dB per octave: the boost's own clamp, calibrated with it
+# (rtbwe.bandwidth's detection clamped at 12 too until the sixteenth session, now 24)
+TREND_MAX_SLOPE_DB_PER_OCTAVE = 12.0
 MARGIN_DB = 10.0          # boost only what lies more than this below the trend, by the excess
 MAX_BOOST_DB = 16.0       # and by at most this
 FLOOR_GAP_DB = 40.0       # the skirt ends where the input lies this far below the trend
@@ -78,9 +81,6 @@ MIN_WIDTH = 0.08          # a skirt narrower than this x the bandwidth is a clif
 STEEP_RATIO = 1.3         # has_skirt(steep_db=...) reads the skirt's depth here x the bandwidth
 BOOST_STEEP_DB = 18.0     # and the boost needs at least this depth there (GSM's roll-off: 9-14)
 KAISER_BETA = 8.0
-# the trend's slope is clamped to [-this, 0] dB per octave (the detection's clamp was 12 too
-# until the sixteenth session; the boost's was kept, being calibrated with it)
-MAX_SLOPE_DB_PER_OCTAVE = 12.0
 # nor a skirt that reaches its floor only beyond this x the bandwidth: the detection then lies
 # well below the filter's edge, on music whose own spectrum falls (or dips) ahead of it, and
 # the trend overstates what is missing (fifteenth session: one validation clip's second 6 s,
@@ -176,7 +176,7 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     if hi - lo < 3:
         return None
     slope, _ = _trend_fit(level_db, log_f, lo, hi)
-    slope = min(max(slope, -MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
+    slope = min(max(slope, -TREND_MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
     x, y = log_f[lo:hi], level_db[lo:hi]
     intercept = float(y.mean()) - slope * float(x.mean())
     first = int(np.searchsorted(freqs_hz, edge_hz))
