@@ -207,12 +207,23 @@ def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarr
     frames = np.empty((channels * min(group, num_frames), window_samples), np.float32)
     tracker = make_tracker(engine, channels, sample_rate, window_samples, hop_samples)
     path = WindowPath(engine, tracker, frames.shape[0], lock)
-    for first in range(0, num_frames, group):
-        count = min(group, num_frames - first)
+    # the last windows run past the input's end into zeros: an input that stops mid-signal
+    # steps there, and the step's click can read as full band in a dark input's spectrum.
+    # The output keeps those windows (streaming, fed zeros, sees the same), but ``stats``
+    # report the detection of the last window that lies wholly inside the input.
+    inside = max(0, (context + n - window_samples) // hop_samples + 1)
+    starts = sorted(set(range(0, num_frames, group)) | ({inside} if inside < num_frames else set()))
+    held = None
+    for first, stop in zip(starts, starts[1:] + [num_frames]):
+        count = stop - first
         start = first * hop_samples
         kernels.frame_signal(padded, start, hop_samples, count, frames)
         path.run(frames, count, stats)
         kernels.overlap_add(frames, count, window, hop_samples, acc, weight_sum, start)
+        if stop == inside:
+            held = (stats.input_bandwidth_hz, stats.skirt_boost_hz)
+    if held is not None and held[0] is not None:
+        stats.input_bandwidth_hz, stats.skirt_boost_hz = held
     out = np.empty((channels, n), np.float32)
     kernels.normalise(acc, weight_sum, context, n, out, 0)
     return out
