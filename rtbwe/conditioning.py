@@ -197,6 +197,24 @@ def octave_rolloff_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_h
         out[r] = 10.0 * np.log10((upper + 1e-30) / (lower + 1e-30))
 
 
+def octave_level_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_hz: float,
+                    nyquist_hz: float, out: np.ndarray) -> None:
+    """How dark a spectrum is at a cutoff: bin powers (>= rows, bins) and cutoffs (>= rows,)
+    Hz -> ``out[:rows]`` float64 dB, the power in [k / 2, k) (``k``: the cutoff's bin,
+    rounded) over the power of all bins above DC; 0 for a cutoff at Nyquist. Music low-passed
+    anywhere from 3.5 to 14 kHz: -36 dB and above on the validation split (most -30 to -10);
+    a passage whose own spectrum has died away far below the cutoff: -40 and below (the
+    input of the dark gate of :class:`rtbwe.passband.DetectedBandLock`)."""
+    bins = power.shape[1]
+    for r in range(rows):
+        if cutoff_hz[r] >= nyquist_hz:
+            out[r] = 0.0
+            continue
+        k = int(min(max(np.round(cutoff_hz[r] / bin_hz), 4.0), bins - 1.0))
+        octave, total = power[r, k // 2:k].sum(), power[r, 1:].sum()
+        out[r] = 10.0 * np.log10((octave + 1e-30) / (total + 1e-30))
+
+
 def band_ratio_db(power: np.ndarray, cutoff_hz: np.ndarray, sample_rate: int,
                   window_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """How much of a spectrum lies above a cutoff: bin powers (rows, window_samples // 2 + 1)
@@ -396,7 +414,8 @@ class SpectrumTracker:
         and ``contrast``: two or three (channels * num_frames,) float64 arrays that receive
         each window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
-        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff;
+        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff
+        and (a fourth) its :func:`octave_level_db` there;
         ``skirts`` (channels * num_frames, bins) float64 receives each window's skirt gain
         (pass it on every update of a stream, or on none); ``scaled``
         (channels * num_frames,) bool receives the ``scale_selector``'s choice held from
@@ -442,6 +461,9 @@ class SpectrumTracker:
             if len(contrast) > 2:
                 octave_rolloff_db(averaged, rows, cutoff, self.sample_rate / self.window_samples,
                                   self.nyquist_hz, contrast[2])
+            if len(contrast) > 3:
+                octave_level_db(averaged, rows, cutoff, self.sample_rate / self.window_samples,
+                                self.nyquist_hz, contrast[3])
         if out is not None and self.condition_bands:
             band_of_bin, reference_bands = self._geometry
             impl.pooled_condition(averaged, rows, band_of_bin, reference_bands, cutoff,

@@ -172,6 +172,12 @@ GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain 
 # (-12, -16) ... (-2, -6) dB (seventh session, docs/training.md). Not enabled in the shipped
 # card: on the test matrix it cost LSD-HF on most rows and left as many rows with clips worse
 ROLLOFF_GATE_DB = (-5.0, -9.0)
+# the dark gate's (full gain, no gain) thresholds on the long-term spectrum's octave below the
+# cutoff against its whole power (rtbwe.conditioning.octave_level_db): a passage that far down
+# at its cutoff has a missing band, if any, more than 40 dB under the music (the full-band
+# row's pass-through standard); the network's band and the skirt boost only risk making it
+# worse there (seventeenth session, docs/training.md)
+DARK_GATE_DB = (-40.0, -46.0)
 DEFAULT_MAX_ADDED_RATIO = 1.0  # level cap for cards that do not set one (see DetectedBandLock)
 
 
@@ -199,6 +205,10 @@ class DetectedBandLock:
     * a level cap: the added band's power is at most ``max_added_ratio`` x the window's
       input power in the octave below the cutoff (None: no cap), so near-silence gets no
       hiss and a window the network misjudges cannot get more high band than is plausible;
+    * a dark gate (with the gate on new content): where the long-term spectrum's octave
+      below the cutoff holds less than about 1e-4 of its power (``level_db``, the tracker's
+      fourth contrast value), nothing is added: gain 1 down to DARK_GATE_DB[0], 0 from
+      DARK_GATE_DB[1], linear in dB between; it gates the skirt boost too;
     * optionally (``rolloff_gate_db = (full_db, off_db)``, a card's ``rolloff_gate_db``; off
       by default) a roll-off gate: where the long-term spectrum falls steeply into the cutoff
       (:func:`rtbwe.conditioning.octave_rolloff_db`, the tracker's third contrast value), the
@@ -274,13 +284,22 @@ class DetectedBandLock:
     def window_gains(self, cutoff_hz: np.ndarray, added: np.ndarray,
                      excess_db: np.ndarray | None = None,
                      below_power: np.ndarray | None = None,
-                     rolloff_db: np.ndarray | None = None) -> np.ndarray:
+                     rolloff_db: np.ndarray | None = None,
+                     level_db: np.ndarray | None = None) -> np.ndarray:
         """(rows,) float64 gains for rows of :meth:`added_band` (see the class docstring),
-        by :func:`rtbwe.kernels.lock_gains`; a factor whose array is None is left out."""
+        by :func:`rtbwe.kernels.lock_gains` and the dark gate; a factor whose array is None
+        is left out."""
         gains = np.empty(len(cutoff_hz))
         self.kernels.lock_gains(np.ascontiguousarray(cutoff_hz, np.float64), added,
                                 *self._factors(excess_db, below_power, rolloff_db), gains)
-        return gains
+        return gains * self.dark_gates(level_db)
+
+    def dark_gates(self, level_db: np.ndarray | None) -> np.ndarray | float:
+        """(rows,) the dark gate's factors from the long-term octave level at each cutoff
+        (1.0 without the gate on new content or without levels)."""
+        if not self.gate or level_db is None:
+            return 1.0
+        return ramp(np.asarray(level_db, np.float64), *DARK_GATE_DB)
 
     def _factors(self, excess_db: np.ndarray | None, below_power: np.ndarray | None,
                  rolloff_db: np.ndarray | None) -> tuple:
@@ -323,23 +342,31 @@ class DetectedBandLock:
         self.kernels.add_gained(inputs, outputs, high, gains, rows_index)
         if self.skirt_eq and skirts is not None:
             excess = factors[0] if factors and self.gate else None
-            self.add_skirt(inputs, outputs, rows_index, skirts[:rows][index], excess)
+            self.add_skirt(inputs, outputs, rows_index, skirts[:rows][index], excess,
+                           factors[3] if len(factors) > 3 else None)
 
     def add_skirt(self, inputs: np.ndarray, outputs: np.ndarray, rows_index: np.ndarray,
-                  skirts: np.ndarray, excess_db: np.ndarray | None) -> None:
+                  skirts: np.ndarray, excess_db: np.ndarray | None,
+                  level_db: np.ndarray | None = None) -> None:
         """``outputs[rows_index[j]] += gate_j * boost_j``: the :mod:`rtbwe.skirt` boost of
         ``inputs[rows_index[j]]`` by its skirt gain ``skirts[j]`` (rows, bins), times the gate
-        on new content from ``excess_db[j]`` (None: no gate); rows whose gain is all zero are
-        skipped. inputs, outputs (>= rows, window_samples) float32."""
+        on new content from ``excess_db[j]`` (None: no gate) and the dark gate from
+        ``level_db[j]`` (None: none); rows whose gain is all zero are skipped. inputs,
+        outputs (>= rows, window_samples) float32."""
         rows_index = np.asarray(rows_index)
         active = skirts.any(axis=1)
+        if level_db is not None and self.gate:
+            active &= self.dark_gates(level_db) > 0
         if not active.all():
             if not active.any():
                 return
             rows_index, skirts = rows_index[active], skirts[active]
             excess_db = None if excess_db is None else excess_db[active]
+            level_db = None if level_db is None else level_db[active]
         gates = (np.ones(len(rows_index)) if excess_db is None
                  else ramp(excess_db, GATE_FULL_DB, GATE_OFF_DB))
+        if level_db is not None:
+            gates = gates * self.dark_gates(level_db)
         responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
                      np.stack([self._skirt_response(row) for row in skirts]))
         count = len(rows_index)

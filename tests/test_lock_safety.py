@@ -6,8 +6,10 @@ from scipy import signal
 
 from helpers import random_tiny, stream_in_random_blocks
 from rtbwe import BandwidthExtender
-from rtbwe.conditioning import band_ratio_db, full_bin_power, octave_rolloff_db
-from rtbwe.passband import GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_GATE_DB, DetectedBandLock
+from rtbwe.conditioning import (band_ratio_db, full_bin_power, octave_level_db,
+                                octave_rolloff_db)
+from rtbwe.passband import (DARK_GATE_DB, GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_GATE_DB,
+                            DetectedBandLock)
 
 SR = 48000
 
@@ -104,6 +106,58 @@ def test_rolloff_gate_keeps_dark_input_and_extends_flat_input():
             assert 5500 < bwe.input_bandwidth_hz < 6500
             err_db = 10 * np.log10(np.sum((y[late] - x[late]) ** 2) / np.sum(x[late] ** 2))
             assert (err_db > -60) if expect_band else (err_db < -100), (gate, err_db)
+
+
+def test_octave_level_db_tells_music_from_a_passage_dark_far_below_its_cutoff():
+    rng = np.random.default_rng(15)
+    white = full_bin_power(rng.standard_normal((1, 1024)))
+    dark = full_bin_power(_dark_noise(1.0, 150, 16)[None, -1024:])
+    power = np.vstack([white, dark, white])
+    out = np.full(3, np.nan)
+    octave_level_db(power, 3, np.array([6000.0, 6000.0, SR / 2]), SR / 1024, SR / 2, out)
+    assert out[0] == pytest.approx(10 * np.log10(64 / 512), abs=1.0)  # 64 of 512 bins
+    assert out[1] < DARK_GATE_DB[1] - 10       # 18 dB per octave from 150 Hz
+    assert out[2] == 0.0                        # Nyquist: nothing to gate
+
+
+def test_dark_gate_scales_each_window_and_the_skirt_boost():
+    full_db, off_db = DARK_GATE_DB
+    lock = DetectedBandLock(SR, 1024, max_added_ratio=None)
+    level = np.array([-20.0, full_db, (full_db + off_db) / 2, off_db, -70.0])
+    args = (np.full(5, 6000.0), np.ones((5, 1024)), np.zeros(5), np.full(5, 1e9),
+            np.zeros(5), level)
+    np.testing.assert_allclose(lock.window_gains(*args), [1.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(lock.window_gains(*args[:5]), 1.0)  # no level: no gate
+    ungated = DetectedBandLock(SR, 1024, max_added_ratio=None, gate=False)
+    np.testing.assert_allclose(ungated.window_gains(*args), 1.0)
+    # the skirt boost: a row past the gate gets none, one half way gets half
+    boosting = DetectedBandLock(SR, 1024, max_added_ratio=None, skirt_eq=True)
+    rng = np.random.default_rng(17)
+    inputs = rng.standard_normal((3, 1024)).astype(np.float32)
+    skirts = np.zeros((3, 513))
+    skirts[:, 128:160] = 2.0
+    boosts = []
+    for level_db in ([-20.0] * 3, [-20.0, (full_db + off_db) / 2, off_db - 1]):
+        out = inputs.copy()
+        boosting.add_skirt(inputs, out, np.arange(3), skirts, np.zeros(3), np.array(level_db))
+        boosts.append(out - inputs)
+    assert np.abs(boosts[0]).max(axis=1).min() > 1e-3  # every row boosted when bright
+    np.testing.assert_allclose(boosts[1][0], boosts[0][0])
+    np.testing.assert_allclose(boosts[1][1], 0.5 * boosts[0][1], rtol=1e-5, atol=1e-6)
+    assert not boosts[1][2].any()
+
+
+def test_dark_gate_keeps_a_dark_passage_and_extends_music():
+    """A passage dark far below a 6 kHz filter (18 dB per octave from 150 Hz) comes out as it
+    went in; low-passed white noise at the same cutoff is still extended."""
+    dark, flat = _dark_noise(3.0, 150, 18), _lowpassed_noise(3.0, 6000, 19)
+    late = slice(2 * SR, 3 * SR)  # after the first detections
+    for x, expect_band in ((dark, False), (flat, True)):
+        bwe = BandwidthExtender(random_tiny(4), sample_rate=SR, num_threads=1)
+        y = bwe.process(x, SR)
+        assert bwe.input_bandwidth_hz is not None and bwe.input_bandwidth_hz < 8000
+        err_db = 10 * np.log10(np.sum((y[late] - x[late]) ** 2) / np.sum(x[late] ** 2))
+        assert (err_db > -60) if expect_band else (err_db < -100), (expect_band, err_db)
 
 
 def test_no_hiss_on_digital_silence():

@@ -82,13 +82,13 @@ class _RecordingLock(DetectedBandLock):
         if extend.any():
             added[extend] = self.added_band(inputs[:rows][extend], outputs[:rows][extend],
                                             cutoff[extend])
-        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:3]), added))
+        self.records.append((cutoff, *(c[:rows].copy() for c in contrast[:4]), added))
         outputs[:rows] = inputs[:rows] + added
         if self.skirt_eq:  # not calibrated: part of the base the gains are fitted on
             boost = np.zeros_like(added)
             if extend.any() and skirts is not None:
                 self.add_skirt(inputs, boost, np.flatnonzero(extend), skirts[:rows][extend],
-                               contrast[0][:rows][extend])
+                               contrast[0][:rows][extend], contrast[3][:rows][extend])
             self.boosts.append(boost)
             outputs[:rows] += boost
 
@@ -96,13 +96,15 @@ class _RecordingLock(DetectedBandLock):
 @dataclass
 class Capture:
     """One degraded mono clip through the network: per window k (frames,) cutoff_hz,
-    excess_db, below_power, rolloff_db and (frames, window) added bands; ``error`` = ref - x
+    excess_db, below_power, rolloff_db, level_db (the dark gate's) and (frames, window) added
+    bands; ``error`` = ref - x
     (samples,), where x includes the lock's skirt boost (:mod:`rtbwe.skirt`) when on."""
     row: str
     cutoff_hz: np.ndarray
     excess_db: np.ndarray
     below_power: np.ndarray
     rolloff_db: np.ndarray
+    level_db: np.ndarray
     added: np.ndarray
     error: np.ndarray
 
@@ -117,13 +119,13 @@ def capture(bwe, clip: np.ndarray, degraded: np.ndarray, row: str) -> Capture:
         bwe.process(degraded.astype(np.float32), bwe.sample_rate)
     finally:
         bwe._band_lock = saved
-    cutoff, excess, below, rolloff, added = (np.concatenate(part)
-                                             for part in zip(*recorder.records))
+    cutoff, excess, below, rolloff, level, added = (np.concatenate(part)
+                                                    for part in zip(*recorder.records))
     error = clip.astype(np.float64) - degraded.astype(np.float64)
     if recorder.boosts:
         error -= overlap_add_share(np.concatenate(recorder.boosts), bwe.window,
                                    bwe.hop_samples, error.size)
-    return Capture(row, cutoff, excess, below, rolloff, added, error)
+    return Capture(row, cutoff, excess, below, rolloff, level, added, error)
 
 
 def overlap_add_share(added: np.ndarray, window: np.ndarray, hop_samples: int,
@@ -151,7 +153,7 @@ def _components(c: Capture, lock: DetectedBandLock, window: np.ndarray,
     factor = np.zeros(len(c.cutoff_hz))
     factor[extend] = lock.window_gains(c.cutoff_hz[extend], c.added[extend].astype(np.float64),
                                        c.excess_db[extend], c.below_power[extend],
-                                       c.rolloff_db[extend])
+                                       c.rolloff_db[extend], c.level_db[extend])
     bucket = np.minimum(np.searchsorted(GAIN_EDGES_HZ, c.cutoff_hz, side="right"),
                         len(GAIN_EDGES_HZ) - 1)
     out = np.zeros((len(GAIN_EDGES_HZ), c.error.size))
