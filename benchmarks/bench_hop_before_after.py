@@ -25,6 +25,7 @@ call; the 1-minute load average before and after each signal. ``--busy N``: N
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -52,8 +53,12 @@ def old_extender(package, model: str):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        # as build_extender: the network on every window, full-band noise included (an
+        # earlier package without the option always ran it)
+        skip = ({"skip_full_band": False} if "skip_full_band" in inspect.signature(
+            processor.BandwidthExtender).parameters else {})
         bwe = processor.BandwidthExtender(model, device="cpu", backend="onnx", num_threads=1,
-                                          window_ms=WINDOW_MS, hop_ms=HOP_MS)
+                                          window_ms=WINDOW_MS, hop_ms=HOP_MS, **skip)
     for part in (bwe, bwe.engine):  # the old package's code, not the working tree's
         assert type(part).__module__.startswith(package.__name__ + "."), type(part)
     return bwe

@@ -414,8 +414,8 @@ class SpectrumTracker:
         and ``contrast``: two or three (channels * num_frames,) float64 arrays that receive
         each window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
-        (a third array) the long-term spectrum's :func:`octave_rolloff_db` below the cutoff
-        and (a fourth) its :func:`octave_level_db` there;
+        (a third array, or None for none) the long-term spectrum's :func:`octave_rolloff_db`
+        below the cutoff and (a fourth) its :func:`octave_level_db` there;
         ``skirts`` (channels * num_frames, bins) float64 receives each window's skirt gain
         (pass it on every update of a stream, or on none); ``scaled``
         (channels * num_frames,) bool receives the ``scale_selector``'s choice held from
@@ -458,7 +458,7 @@ class SpectrumTracker:
                                  CONTRAST_GUARD, self._excess_db, self._below_power)
             contrast[0][:rows] = self._excess_db[:rows]
             contrast[1][:rows] = self._below_power[:rows]
-            if len(contrast) > 2:
+            if len(contrast) > 2 and contrast[2] is not None:
                 octave_rolloff_db(averaged, rows, cutoff, self.sample_rate / self.window_samples,
                                   self.nyquist_hz, contrast[2])
             if len(contrast) > 3:

@@ -324,8 +324,8 @@ class DetectedBandLock:
               cutoffs_hz: np.ndarray, contrast: tuple[np.ndarray, ...] | None = None,
               skirts: np.ndarray | None = None) -> None:
         """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place.
-        ``contrast``: the tracker's (excess_db, below_power[, rolloff_db]) per row, for the
-        gates and the cap; ``skirts`` (>= rows, bins): the tracker's skirt gain per row (used
+        ``contrast``: the tracker's (excess_db, below_power[, rolloff_db or None[,
+        level_db]]) per row, for the gates and the cap; ``skirts`` (>= rows, bins): the tracker's skirt gain per row (used
         with ``skirt_eq``)."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.extend_below_hz
@@ -337,7 +337,8 @@ class DetectedBandLock:
                 return
             index = rows_index = np.flatnonzero(extend)
         high = self.added_band(inputs[index], outputs[index], cutoff[index])
-        factors = [np.ascontiguousarray(c[:rows][index]) for c in contrast] if contrast else []
+        factors = ([None if c is None else np.ascontiguousarray(c[:rows][index])
+                    for c in contrast] if contrast else [])
         gains = self.window_gains(cutoff[index], high, *factors)
         self.kernels.add_gained(inputs, outputs, high, gains, rows_index)
         if self.skirt_eq and skirts is not None:

@@ -119,8 +119,9 @@ class WindowPath:
         tracker.scale_selector = None if self.scaler is None else self._select
         self.inputs = None if off else np.zeros((rows, window_samples), np.float32)
         # the tracker's (excess_db, below_power, rolloff_db, level_db) per window (the lock's
-        # gates and cap)
-        self.contrast = None if off else tuple(np.zeros(rows) for _ in range(4))
+        # gates and cap); rolloff_db only for a lock with the roll-off gate
+        self.contrast = None if off else tuple(
+            None if k == 2 and not self.lock.needs_rolloff else np.zeros(rows) for k in range(4))
         # each window's skirt gain (rtbwe.skirt), when the lock boosts a gentle filter's skirt
         self.skirts = (np.zeros((rows, window_samples // 2 + 1))
                        if self.lock is not None and self.lock.skirt_eq else None)
