@@ -411,7 +411,7 @@ class SpectrumTracker:
         rows in the same order, (channels * num_frames, condition_bands) float32 (None for
         an unconditioned model), ``cutoffs_hz`` (channels * num_frames,) float64: where
         each window's network band starts (:func:`rtbwe.bandwidth.extension_cutoff_hz`),
-        and ``contrast``: two or three (channels * num_frames,) float64 arrays that receive
+        and ``contrast``: two to four (channels * num_frames,) float64 arrays that receive
         each window's excess (its :func:`band_ratio_db` minus the long-term spectrum's at the
         detection that set its cutoff, dB), its power in the octave below the cutoff, and
         (a third array, or None for none) the long-term spectrum's :func:`octave_rolloff_db`

@@ -325,8 +325,8 @@ class DetectedBandLock:
               skirts: np.ndarray | None = None) -> None:
         """inputs, outputs (>= rows, window_samples) float32; outputs[:rows] changed in place.
         ``contrast``: the tracker's (excess_db, below_power[, rolloff_db or None[,
-        level_db]]) per row, for the gates and the cap; ``skirts`` (>= rows, bins): the tracker's skirt gain per row (used
-        with ``skirt_eq``)."""
+        level_db]]) per row, for the gates and the cap; ``skirts`` (>= rows, bins): the
+        tracker's skirt gain per row (used with ``skirt_eq``)."""
         cutoff = cutoffs_hz[:rows]
         extend = cutoff < self.extend_below_hz
         if extend.all():  # the streaming case: views, no copies

@@ -214,7 +214,8 @@ def process_offline(audio: np.ndarray, engine: InferenceEngine, window: np.ndarr
     # The output keeps those windows (streaming, fed zeros, sees the same), but ``stats``
     # report the detection of the last window that lies wholly inside the input.
     inside = max(0, (context + n - window_samples) // hop_samples + 1)
-    starts = sorted(set(range(0, num_frames, group)) | ({inside} if inside < num_frames else set()))
+    starts = sorted(set(range(0, num_frames, group))
+                    | ({inside} if inside < num_frames else set()))
     held = None
     for first, stop in zip(starts, starts[1:] + [num_frames]):
         count = stop - first

@@ -97,8 +97,8 @@ class _RecordingLock(DetectedBandLock):
 class Capture:
     """One degraded mono clip through the network: per window k (frames,) cutoff_hz,
     excess_db, below_power, rolloff_db, level_db (the dark gate's) and (frames, window) added
-    bands; ``error`` = ref - x
-    (samples,), where x includes the lock's skirt boost (:mod:`rtbwe.skirt`) when on."""
+    bands; ``error`` = ref - x (samples,), where x includes the lock's skirt boost
+    (:mod:`rtbwe.skirt`) when on."""
     row: str
     cutoff_hz: np.ndarray
     excess_db: np.ndarray
