@@ -286,6 +286,16 @@ def condition_geometry(sample_rate: int, window_samples: int, bands: int
     return band_of_bin, reference
 
 
+def _hold(at_due: np.ndarray, before: np.ndarray, latest: np.ndarray, out: np.ndarray) -> None:
+    """Per frame, the latest detection at or before it: ``out[:, f] = at_due[:, latest[f]]``,
+    or ``before`` (the value held from earlier calls) where ``latest[f] < 0``. at_due
+    (channels, detections, ...), before (channels, ...), latest (frames,) int, out
+    (channels, frames, ...)."""
+    known = latest >= 0
+    out[:, known] = at_due[:, latest[known]]
+    out[:, ~known] = before[:, None]
+
+
 class SpectrumTracker:
     """Causal long-term power spectrum per channel; :meth:`update` gives each frame's
     condition (for a conditioned model) and the input's bandwidth (:mod:`rtbwe.bandwidth`).
@@ -509,13 +519,12 @@ class SpectrumTracker:
         held_scaled = (None if chosen is None else
                        scaled[:channels * num_frames].reshape(channels, num_frames))
         latest = np.searchsorted(due, np.arange(num_frames), side="right") - 1
-        for f in range(num_frames):  # the latest detection at or before each frame
-            bandwidth[:, f] = found[:, latest[f]] if latest[f] >= 0 else self.bandwidth_hz
-            held_db[:, f] = found_db[:, latest[f]] if latest[f] >= 0 else self.reference_db
-            if held_skirt is not None:
-                held_skirt[:, f] = skirt[:, latest[f]] if latest[f] >= 0 else self.skirt_gain
-            if held_scaled is not None:
-                held_scaled[:, f] = chosen[:, latest[f]] if latest[f] >= 0 else self.scaled
+        _hold(found, self.bandwidth_hz, latest, bandwidth)
+        _hold(found_db, self.reference_db, latest, held_db)
+        if held_skirt is not None:
+            _hold(skirt, self.skirt_gain, latest, held_skirt)
+        if held_scaled is not None:
+            _hold(chosen, self.scaled, latest, held_scaled)
         self.bandwidth_hz = bandwidth[:, -1].copy()
         self.reference_db = held_db[:, -1].copy()
         if skirt is not None:
