@@ -76,8 +76,10 @@ def cutoff_scaling(value) -> dict | None:
     """A card's ``cutoff_scaling`` (:mod:`rtbwe.rescale`): ``{"model": a name in
     SCALED_MODELS, "target_hz": 1000-20000, "max_length_ratio": 1-4, "gain": 0-4}``, finite
     numbers, where ``gain`` may also be a table ``[[up_to_hz, gain], ...]`` (rising edges,
-    each gain 0-4, at most 32 rows) as a card's ``extension_gain``; anything else (absent,
-    or malformed) means the engine's network runs every window as it is."""
+    each gain 0-4, at most 32 rows) as a card's ``extension_gain``, and optionally
+    ``"min_cutoff_hz"`` (0-20000; the lowest cutoff scaled, by default
+    ``rtbwe.rescale.MIN_SCALED_RATIO`` x ``target_hz``); anything else (absent, or
+    malformed) means the engine's network runs every window as it is."""
     from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
     if not isinstance(value, dict) or value.get("model") not in SCALED_MODELS:
@@ -98,8 +100,14 @@ def cutoff_scaling(value) -> dict | None:
         gain = _gain_table(gain)
         if gain is None:
             return None
+    lowest = {}
+    if "min_cutoff_hz" in value:
+        if not (_finite_number(value["min_cutoff_hz"])
+                and 0.0 <= value["min_cutoff_hz"] <= 20000.0):
+            return None
+        lowest = {"min_cutoff_hz": float(value["min_cutoff_hz"])}
     return {"model": value["model"], **{k: float(v) for k, v in numbers.items()},
-            "gain": gain}
+            "gain": gain, **lowest}
 
 
 def _finite_number(value) -> bool:

@@ -193,13 +193,16 @@ class CutoffScaler:
 
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
                  max_length_ratio: float = 2.0, gain: float | list = 1.0,
-                 device: torch.device | str = "cpu"):
+                 min_cutoff_hz: float | None = None, device: torch.device | str = "cpu"):
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
                              f"not {model!r}")
         self.model = _load_scaled(model, str(device))
         self.sample_rate, self.window_samples = int(sample_rate), int(window_samples)
         self.target_hz, self.max_length_ratio = float(target_hz), float(max_length_ratio)
+        # the lowest cutoff scaled (a card's min_cutoff_hz; MIN_SCALED_RATIO x target_hz)
+        self.min_cutoff_hz = (MIN_SCALED_RATIO * self.target_hz if min_cutoff_hz is None
+                              else float(min_cutoff_hz))
         self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):
@@ -217,10 +220,11 @@ class CutoffScaler:
     def select(self, rows: int, cutoffs_hz: np.ndarray, power: np.ndarray,
                extend_below_hz: float) -> np.ndarray:
         """(rows,) bool: the rows this scaler runs: a cutoff below ``extend_below_hz`` (the
-        lock extends the window), at least MIN_SCALED_RATIO x ``target_hz``, that the
-        length cap moves to within REACH_TOLERANCE of ``target_hz`` (at most
-        ``REACH_TOLERANCE x max_length_ratio x target_hz``; above it the network would see
-        its edge further above ``target_hz`` than it was trained for), and a filter's skirt
+        lock extends the window), at least ``min_cutoff_hz`` (by default MIN_SCALED_RATIO x
+        ``target_hz``), that the length cap moves to within REACH_TOLERANCE of ``target_hz``
+        (at most ``REACH_TOLERANCE x max_length_ratio x target_hz``; above it the network
+        would see its edge further above ``target_hz`` than it was trained for), and a
+        filter's skirt
         above it in the long-term spectrum ``power`` (>= rows, bins): gentle
         (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
@@ -233,7 +237,7 @@ class CutoffScaler:
         chosen = np.zeros(rows, bool)
         reach_hz = REACH_TOLERANCE * self.max_length_ratio * self.target_hz
         candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz)
-                                    & (cutoff >= MIN_SCALED_RATIO * self.target_hz))
+                                    & (cutoff >= self.min_cutoff_hz))
         if candidates.size:
             level_db = _smooth_db(power[candidates])
             rolloff_db = np.empty(candidates.size)

@@ -113,9 +113,20 @@ def test_streaming_equals_offline_with_cutoff_scaling():
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[float("nan"), 1.0]]},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 1.0, 2.0]]},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": [[5000, 1.0]] * 40},
-    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": "1"}])
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "gain": "1"},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": float("nan")},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": -1.0},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": 1e9},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": True},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": "5000"}])
 def test_a_malformed_cutoff_scaling_setting_means_none(value):
     assert cutoff_scaling(value) is None
+
+
+def test_min_cutoff_hz_is_kept_when_valid():
+    assert cutoff_scaling({**SCALING, "min_cutoff_hz": 5000}) == {**SCALING,
+                                                                   "min_cutoff_hz": 5000.0}
+    assert "min_cutoff_hz" not in cutoff_scaling(SCALING)
 
 
 def test_a_gain_table_sets_the_scaled_band_per_bucket_of_the_cutoff():
@@ -181,6 +192,11 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     assert scaler.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
                                                                  False, True]
     assert scaler.select(1, cutoffs, rows, 7000.0).tolist() == [False]  # the lock's limit
+    # a card's min_cutoff_hz raises the lowest cutoff scaled (default 0.5 x target_hz)
+    above_5k = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
+                                    max_length_ratio=2.0, min_cutoff_hz=5000.0)
+    assert above_5k.select(6, cutoffs, rows, 17000.0).tolist() == [True, False, False, True,
+                                                                   False, False]
     # a codec's shallow roll-off: 12 dB per octave is about 4.5 dB down at 1.3 x the cutoff,
     # then its cliff to the floor at 1.5 x (a skirt to has_skirt, but not a filter's:
     # STEEP_DB); with no floor at all it is not even a skirt (rtbwe.skirt.MAX_WIDTH)
