@@ -40,10 +40,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # band-limited anywhere from 3 to 16 kHz (docs/training.md, fifth session). Since the ninth
 # session it is issue 14's half-width student trained with a log-spectral term: half the
 # time per hop of arunet-small-wide (the default before), within 0.11 dB of its ΔSNR on every
-# row of the test matrix, lower LSD-HF on every row; `fast` names the same weights. The
-# earlier models are kept under their names (arunet-small-6k is the paper's recipe).
-SHIPPED = {"default": "arunet-small-half-wide-spectral",
+# row of the test matrix, lower LSD-HF on every row. Since the seventeenth session the
+# default runs those weights with cutoff scaling above 5 kHz (default-scaled-above-5k: a
+# gentle filter's windows at 5-9.9 kHz through the 6 kHz network's half-width student,
+# +0.5-0.7 dB at 6 and 8 kHz); `fast` names the weights alone (no scaling). The earlier
+# models are kept under their names (arunet-small-6k is the paper's recipe).
+SHIPPED = {"default": "default-scaled-above-5k",
            "fast": "arunet-small-half-wide-spectral",
+           "default-scaled-above-5k": "default-scaled-above-5k",
            "arunet-small-half-wide-spectral": "arunet-small-half-wide-spectral",
            # the default's weights with the learned skirt estimate (twelfth session): more
            # ΔSNR on gentle filters, a few more clips made worse; opt-in (docs/training.md)

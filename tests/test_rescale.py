@@ -151,7 +151,8 @@ def test_a_gain_table_sets_the_scaled_band_per_bucket_of_the_cutoff():
     assert np.abs(unit[1] - frames[1]).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["default-scaled-6k", "default-scaled-half-6k"])
+@pytest.mark.parametrize("name", ["default-scaled-6k", "default-scaled-half-6k",
+                                  "default-scaled-above-5k"])
 def test_the_shipped_scaled_cards_name_a_checked_setting(name):
     card = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
     assert cutoff_scaling(card["cutoff_scaling"]) == SCALING | card["cutoff_scaling"]

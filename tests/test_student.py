@@ -34,10 +34,14 @@ def test_card_is_the_half_width_student_of_the_default(student):
 def test_default_and_fast_name_the_student_trained_with_a_spectral_term(student):
     """Since the ninth session the default is a half-width student too: the shipped student
     trained on with a log-spectral term (training/configs/arunet-small-half-wide-spectral3.toml);
-    `fast` names the same weights, and the earlier ones stay under their names."""
+    `fast` names the same weights (since the seventeenth session without the default's cutoff
+    scaling above 5 kHz), and the earlier ones stay under their names."""
     default, fast = load_model("default"), load_model("fast")
     assert default.card["sha256"] == fast.card["sha256"] != student.card["sha256"]
-    assert default.card["name"] == "arunet-small-half-wide-spectral"
+    assert fast.card["name"] == "arunet-small-half-wide-spectral"
+    assert default.card["name"] == "default-scaled-above-5k"
+    assert default.card["cutoff_scaling"]["min_cutoff_hz"] == 5000.0
+    assert "cutoff_scaling" not in fast.card
     assert default.card["model_kwargs"] == student.card["model_kwargs"]
     assert default.card["training"]["spectral_loss_weight"] > 0
     assert default.card["training"]["init_from"].endswith("arunet-small-half-wide.json")
