@@ -135,10 +135,10 @@ class WindowPath:
         self.tracker.update(frames, num_frames, self.conditions, self.cutoffs_hz,
                             self.contrast, self.skirts, self.scaled)
         stats.input_bandwidth_hz = self.tracker.widest_hz
-        if self.skirts is not None:
-            stats.skirt_boost_hz = self._boosted_top_hz(rows)
         if self.lock is not None:
             if self.lock.skip_network and self.lock.passes_all(rows, self.cutoffs_hz):
+                if self.skirts is not None:
+                    stats.skirt_boost_hz = None  # no window extended, none boosted
                 stats.passed_windows += rows  # frames hold the input: the lock's output
                 return
             self.inputs[:rows] = frames[:rows]
@@ -146,6 +146,8 @@ class WindowPath:
             self._run_scaled(frames, rows, stats)
         else:
             run_batch(self.engine, frames, rows, stats, self.conditions)
+        if self.skirts is not None:  # after the scaler, which takes its rows' boost away
+            stats.skirt_boost_hz = self._boosted_top_hz(rows)
         if self.lock is not None:
             self.lock.apply(self.inputs, frames, rows, self.cutoffs_hz, self.contrast,
                             self.skirts)
@@ -183,7 +185,7 @@ class WindowPath:
         it reaches none. A window the lock passes through (its bandwidth at or above the
         card's extension limit) is not boosted, whatever its held skirt gain says."""
         extended = self.cutoffs_hz[:rows] < self.lock.extend_below_hz
-        if extended.all():
+        if extended.all() and self.scaler is None:
             return self.tracker.skirt_top_hz
         return self.tracker.boosted_top_hz(self.skirts[:rows][extended])
 

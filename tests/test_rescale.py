@@ -256,3 +256,17 @@ def test_the_scalers_choice_is_made_at_detections_and_held(monkeypatch):
     windows = x.shape[1] // bwe.hop_samples
     assert 0 < sum(calls) <= 2 * (windows // DETECT_EVERY_FRAMES + 1)
     assert _snr_db(ref[:, SR:], y[:, SR:]) > _snr_db(ref[:, SR:], x[:, SR:])
+
+
+def test_windows_the_scaler_takes_are_not_reported_as_boosted():
+    """The scaled network equalises the skirt itself (the boost is off for its windows), so
+    `stats.skirt_boost_hz` (what `rtbwe process` prints as "boosted back up to") is None for
+    an input whose windows the default scales, and set for `fast` (the network alone)."""
+    x = lowpass(_music_like_noise(3.0, 7), SR, 6000, "butter", 6).astype(np.float32)
+    scaled = BandwidthExtender("default", num_threads=1)
+    scaled.process(x, SR)
+    assert scaled._band_lock["cutoff_scaling"]["min_cutoff_hz"] < scaled.input_bandwidth_hz
+    assert scaled.stats.skirt_boost_hz is None
+    alone = BandwidthExtender("fast", num_threads=1)
+    alone.process(x, SR)
+    assert alone.stats.skirt_boost_hz > 6000

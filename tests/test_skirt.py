@@ -176,7 +176,8 @@ def test_no_skirt_boost_flag_reaches_every_way_of_building_an_extender(tmp_path,
     from rtbwe import batch, cli_live, cli_process
     from rtbwe.cli import main
 
-    x = lowpass(_music_like_noise(3.0, 7), SR, 6000, "butter", 6).astype(np.float32)
+    # 4 kHz: below the default's cutoff scaling (from 5 kHz), whose windows get no boost
+    x = lowpass(_music_like_noise(3.0, 7), SR, 4000, "butter", 6).astype(np.float32)
     sf.write(tmp_path / "in.wav", x, SR, subtype="FLOAT")
     outputs = {}
     for flag in ([], ["--no-skirt-boost"]):
@@ -202,9 +203,10 @@ def test_no_boost_is_reported_where_the_lock_passes_the_input_through():
     """An 18 kHz Butterworth input lies above the default card's extension limit (17 kHz):
     the lock passes it through, boost included, so stats must not report a boost (they did,
     and `rtbwe process` printed "boosted back up to 19.8 kHz" beside "passed through"). The
-    same noise at 6 kHz is boosted and says so."""
+    same noise at 4 kHz is boosted and says so (at 5 kHz and up the default scales gentle
+    filters' windows instead, test_rescale)."""
     x = _music_like_noise(4.0, seed=3)
-    for cutoff_hz, boosted in ((18000.0, False), (6000.0, True)):
+    for cutoff_hz, boosted in ((18000.0, False), (4000.0, True)):
         y = lowpass(x, SR, cutoff_hz, "butter", 6).astype(np.float32)
         bwe = BandwidthExtender(num_threads=1)
         out = bwe.process(y[None], SR)[0]
