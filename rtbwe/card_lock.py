@@ -78,7 +78,8 @@ def cutoff_scaling(value) -> dict | None:
     numbers, where ``gain`` may also be a table ``[[up_to_hz, gain], ...]`` (rising edges,
     each gain 0-4, at most 32 rows) as a card's ``extension_gain``, and optionally
     ``"min_cutoff_hz"`` (0-20000; the lowest cutoff scaled, by default
-    ``rtbwe.rescale.MIN_SCALED_RATIO`` x ``target_hz``); anything else (absent, or
+    ``rtbwe.rescale.MIN_SCALED_RATIO`` x ``target_hz``) and ``"keep_boost"`` (a bool: the
+    skirt boost also on scaled windows; by default off); anything else (absent, or
     malformed) means the engine's network runs every window as it is."""
     from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
@@ -106,6 +107,10 @@ def cutoff_scaling(value) -> dict | None:
                 and 0.0 <= value["min_cutoff_hz"] <= 20000.0):
             return None
         lowest = {"min_cutoff_hz": float(value["min_cutoff_hz"])}
+    if "keep_boost" in value:
+        if not isinstance(value["keep_boost"], bool):
+            return None
+        lowest["keep_boost"] = value["keep_boost"]
     return {"model": value["model"], **{k: float(v) for k, v in numbers.items()},
             "gain": gain, **lowest}
 

@@ -196,7 +196,8 @@ class CutoffScaler:
 
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
                  max_length_ratio: float = 2.0, gain: float | list = 1.0,
-                 min_cutoff_hz: float | None = None, device: torch.device | str = "cpu"):
+                 min_cutoff_hz: float | None = None, keep_boost: bool = False,
+                 device: torch.device | str = "cpu"):
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
                              f"not {model!r}")
@@ -206,6 +207,10 @@ class CutoffScaler:
         # the lowest cutoff scaled (a card's min_cutoff_hz; MIN_SCALED_RATIO x target_hz)
         self.min_cutoff_hz = (MIN_SCALED_RATIO * self.target_hz if min_cutoff_hz is None
                               else float(min_cutoff_hz))
+        # whether the lock still boosts the skirt of the windows this scaler takes (a card's
+        # keep_boost; off before the seventeenth session: the 6 kHz network was taken to
+        # equalise the skirt itself, but on validation the boost on top added 0.15-0.24 dB)
+        self.keep_boost = bool(keep_boost)
         self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):

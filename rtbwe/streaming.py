@@ -172,8 +172,8 @@ class WindowPath:
                                 self.lock.bucket_gains(self.cutoffs_hz[index]))
         stats.count_batch(index.size, time.perf_counter() - started, calls)
         stats.nonfinite_output_samples += kernels.replace_nonfinite(frames, rows)
-        if self.skirts is not None:  # the scaled network equalises the skirt itself
-            self.skirts[index] = 0.0
+        if self.skirts is not None and not self.scaler.keep_boost:
+            self.skirts[index] = 0.0  # the scaled network to equalise the skirt itself
 
     def _select(self, power: np.ndarray, cutoffs_hz: np.ndarray) -> np.ndarray:
         """The tracker's ``scale_selector``: :meth:`rtbwe.rescale.CutoffScaler.select` on
