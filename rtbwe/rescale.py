@@ -38,8 +38,9 @@ narrow skirts to the engine's network (DARK_ROLLOFF_DB, DARK_SLOPE_DB_PER_OCTAVE
 and made the choice at each detection (the tracker holds it, :meth:`select` is its
 ``scale_selector``): one clip made worse on two test rows, 1.03-1.18 x the default's RT.
 Since the seventeenth session the default itself (card ``default-scaled-above-5k``) scales
-cutoffs from 5 kHz up (a card's ``min_cutoff_hz``; gain 1.2): +1.53 / +1.13 dB on the
-Butterworth 6 / 8 kHz rows against +0.90 / +0.58 unscaled, one clip in 23 made worse.
+cutoffs from 5 kHz up (a card's ``min_cutoff_hz``), keeping the skirt boost on its windows
+(``keep_boost``): +1.74 / +1.37 dB on the Butterworth 6 / 8 kHz rows against +0.90 / +0.58
+unscaled, one clip in 23 made worse on each.
 """
 from __future__ import annotations
 
