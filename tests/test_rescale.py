@@ -259,18 +259,20 @@ def test_the_scalers_choice_is_made_at_detections_and_held(monkeypatch):
 
 
 def test_windows_the_scaler_takes_are_boosted_only_with_keep_boost():
-    """Without ``keep_boost`` (default-scaled-half-6k) the scaled network is left to equalise
-    the skirt (no boost on its windows), so `stats.skirt_boost_hz` (what `rtbwe process`
-    prints as "boosted back up to") is None for an input whose windows it scales; the default
-    keeps the boost there (``keep_boost``), says so, and its output differs by the boost."""
+    """Without ``keep_boost`` the scaled network is left to equalise the skirt (no boost on
+    its windows), so `stats.skirt_boost_hz` (what `rtbwe process` prints as "boosted back up
+    to") is None for an input whose windows it scales; the default keeps the boost there
+    (``keep_boost``), says so, and its output differs by the boost."""
     x = lowpass(_music_like_noise(3.0, 7), SR, 6000, "butter", 6).astype(np.float32)
-    plain = BandwidthExtender("default-scaled-half-6k", num_threads=1)
-    y_plain = plain.process(x, SR)
-    assert plain.stats.skirt_boost_hz is None
     kept = BandwidthExtender("default", num_threads=1)
     y_kept = kept.process(x, SR)
     assert kept.cutoff_scaling["min_cutoff_hz"] < kept.input_bandwidth_hz
     assert kept.cutoff_scaling["keep_boost"] and kept.stats.skirt_boost_hz > 6000
+    plain = BandwidthExtender("default", num_threads=1)
+    plain._band_lock = {**plain._band_lock, "cutoff_scaling": {**kept.cutoff_scaling,
+                                                               "keep_boost": False}}
+    y_plain = plain.process(x, SR)
+    assert plain.stats.skirt_boost_hz is None
     unboosted = BandwidthExtender("default", num_threads=1, skirt_boost=False).process(x, SR)
     assert np.abs(y_kept - unboosted).max() > 1e-3
     assert np.abs(y_plain - unboosted).max() < 1e-4  # the same scaled band, no boost
