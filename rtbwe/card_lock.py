@@ -101,18 +101,18 @@ def cutoff_scaling(value) -> dict | None:
         gain = _gain_table(gain)
         if gain is None:
             return None
-    lowest = {}
+    optional = {}  # only what the card sets, so older cards' settings compare as before
     if "min_cutoff_hz" in value:
         if not (_finite_number(value["min_cutoff_hz"])
                 and 0.0 <= value["min_cutoff_hz"] <= 20000.0):
             return None
-        lowest = {"min_cutoff_hz": float(value["min_cutoff_hz"])}
+        optional["min_cutoff_hz"] = float(value["min_cutoff_hz"])
     if "keep_boost" in value:
         if not isinstance(value["keep_boost"], bool):
             return None
-        lowest["keep_boost"] = value["keep_boost"]
+        optional["keep_boost"] = value["keep_boost"]
     return {"model": value["model"], **{k: float(v) for k, v in numbers.items()},
-            "gain": gain, **lowest}
+            "gain": gain, **optional}
 
 
 def _finite_number(value) -> bool:

@@ -233,8 +233,7 @@ class CutoffScaler:
         ``target_hz``), that the length cap moves to within REACH_TOLERANCE of ``target_hz``
         (at most ``REACH_TOLERANCE x max_length_ratio x target_hz``; above it the network
         would see its edge further above ``target_hz`` than it was trained for), and a
-        filter's skirt
-        above it in the long-term spectrum ``power`` (>= rows, bins): gentle
+        filter's skirt above it in the long-term spectrum ``power`` (>= rows, bins): gentle
         (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
         (:meth:`_dark`)."""
