@@ -60,9 +60,14 @@ def run_through_jack(server, processor, x: np.ndarray, block: int, buffer_blocks
 # idle 2-core VM (18:42-18:45 UTC, 16 interleaved runs each of 1.5 s at 256 frames): rtbwe's
 # identity model had JACK xruns in 6 runs, a bare PortAudio passthrough with the same JACK
 # clients in 3 (the Python callbacks share one GIL); with 3 attempts and one control run about
-# 1 in 20 runs of a test failed on the harness's own xruns, so 5 attempts and up to 3 controls
+# 1 in 20 runs of a test failed on the harness's own xruns, so 5 attempts and up to 3 controls.
+# Seventeenth session: the VM's xruns come in bursts; one CI run failed at 256 frames (5
+# attempts with 1-8 xruns each, 3 clean controls) and the same test two minutes later had 13
+# xruns in its first control run, then passed twice at this commit and at the session's
+# first (identity model: nothing of the session's changes in its path beyond the tracker's
+# per-hop level). Up to 5 controls, over 7.5 s, sample such a burst better
 ATTEMPTS = 5
-CONTROL_RUNS = 3
+CONTROL_RUNS = 5
 
 
 def trouble(loop, summary) -> str:
