@@ -64,8 +64,8 @@ def run_through_jack(server, processor, x: np.ndarray, block: int, buffer_blocks
 # Seventeenth session: the VM's xruns come in bursts; one CI run failed at 256 frames (5
 # attempts with 1-8 xruns each, 3 clean controls) and the same test two minutes later had 13
 # xruns in its first control run, then passed twice at this commit and at the session's
-# first (identity model: nothing of the session's changes in its path beyond the tracker's
-# per-hop level). Up to 5 controls, over 7.5 s, sample such a burst better
+# first (identity model: the session's changes add only the dark gate's per-hop work, some
+# 20-30 us per 16 ms hop). Up to 5 controls, over 7.5 s, sample such a burst better
 ATTEMPTS = 5
 CONTROL_RUNS = 5
 
