@@ -192,9 +192,14 @@ def octave_rolloff_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_h
         if cutoff_hz[r] >= nyquist_hz:
             out[r] = 0.0
             continue
-        k = int(min(max(np.round(cutoff_hz[r] / bin_hz), 4.0), bins - 1.0))
+        k = _octave_bin(cutoff_hz[r], bin_hz, bins)
         upper, lower = power[r, k // 2:k].sum(), power[r, k // 4:k // 2].sum()
         out[r] = 10.0 * np.log10((upper + 1e-30) / (lower + 1e-30))
+
+
+def _octave_bin(cutoff_hz: float, bin_hz: float, bins: int) -> int:
+    """The cutoff's bin for the octave measures (rounded, in [4, bins - 1])."""
+    return int(min(max(np.round(cutoff_hz / bin_hz), 4.0), bins - 1.0))
 
 
 def octave_level_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_hz: float,
@@ -210,7 +215,7 @@ def octave_level_db(power: np.ndarray, rows: int, cutoff_hz: np.ndarray, bin_hz:
         if cutoff_hz[r] >= nyquist_hz:
             out[r] = 0.0
             continue
-        k = int(min(max(np.round(cutoff_hz[r] / bin_hz), 4.0), bins - 1.0))
+        k = _octave_bin(cutoff_hz[r], bin_hz, bins)
         octave, total = power[r, k // 2:k].sum(), power[r, 1:].sum()
         out[r] = 10.0 * np.log10((octave + 1e-30) / (total + 1e-30))
 

@@ -356,18 +356,17 @@ class DetectedBandLock:
         outputs (>= rows, window_samples) float32."""
         rows_index = np.asarray(rows_index)
         active = skirts.any(axis=1)
-        if level_db is not None and self.gate:
-            active &= self.dark_gates(level_db) > 0
+        dark = self.dark_gates(level_db)  # (rows,) factors, or 1.0 without the dark gate
+        if np.ndim(dark):
+            active &= dark > 0
         if not active.all():
             if not active.any():
                 return
             rows_index, skirts = rows_index[active], skirts[active]
             excess_db = None if excess_db is None else excess_db[active]
-            level_db = None if level_db is None else level_db[active]
+            dark = dark[active] if np.ndim(dark) else dark
         gates = (np.ones(len(rows_index)) if excess_db is None
-                 else ramp(excess_db, GATE_FULL_DB, GATE_OFF_DB))
-        if level_db is not None:
-            gates = gates * self.dark_gates(level_db)
+                 else ramp(excess_db, GATE_FULL_DB, GATE_OFF_DB)) * dark
         responses = (self._skirt_response(skirts[0])[None] if len(skirts) == 1 else
                      np.stack([self._skirt_response(row) for row in skirts]))
         count = len(rows_index)
