@@ -2,7 +2,7 @@
 ``default-scaled-6k`` and ``default-scaled-half-6k`` on inputs low-passed at 4, 6 and 8 kHz.
 
     python benchmarks/bench_scaled.py [--rounds 1000] [--cutoffs 4000 6000 8000]
-                                      [--cards default default-scaled-6k ...]
+                                      [--cards default default-scaled-6k ...] [--backend onnx]
 
 Thirteenth session. Extenders (eager torch, 1 thread, 1024 / 768) stream side by side
 (:class:`rtbwe.benchmarking.InterleavedStreams`: noise with a Butterworth 6 skirt at each
@@ -27,9 +27,12 @@ def main() -> None:
     parser.add_argument("--cards", nargs="+",
                         default=["default", "default-scaled-6k", "default-scaled-half-6k"],
                         help="shipped names or card paths; the first is the reference")
+    parser.add_argument("--backend", default="eager",
+                        help="the engine's backend (eager, or onnx as rtbwe process and live "
+                        "pick on CPU); the scaled network always runs in eager torch")
     args = parser.parse_args()
     for cutoff_hz in args.cutoffs:
-        extenders = {name: build_extender(name, "eager", 1)
+        extenders = {name: build_extender(name, args.backend, 1)
                      for name in args.cards}
         streams = InterleavedStreams(extenders, 1, RATE, seed=0, lowpass_hz=cutoff_hz)
         print(f"noise low-passed at {cutoff_hz / 1000:g} kHz (Butterworth 6)")
