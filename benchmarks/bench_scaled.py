@@ -10,6 +10,7 @@ cutoff, so every window after the first detection goes to the scaled 6 kHz netwo
 per round each. The scaled network runs on ``1024 x cutoff / 6000`` samples (688 / 1024 /
 1360 here), so its cost follows the cutoff; its resampling runs in SciPy sparse products.
 Fourteenth session: ``default-scaled-half-6k`` runs the 6 kHz network's half-width student.
+Eighteenth session: with ``--backend onnx`` the scaled network runs in ONNX Runtime too.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def main() -> None:
                         help="shipped names or card paths; the first is the reference")
     parser.add_argument("--backend", default="eager",
                         help="the engine's backend (eager, or onnx as rtbwe process and live "
-                        "pick on CPU); the scaled network always runs in eager torch")
+                        "pick on CPU); the scaled network runs in the same (eager or onnx)")
     args = parser.parse_args()
     for cutoff_hz in args.cutoffs:
         extenders = {name: build_extender(name, args.backend, 1)

@@ -19,6 +19,9 @@ Why: timed interleaved in one process at 1 thread on our 2-core CPU with 1-2 win
 and well under TorchScript's; OpenVINO came close behind (benchmarks/README.md, "Inference
 runtimes", with the load during each measurement).
 
+:class:`AnyLengthOnnxRunner` exports a model with the time axis dynamic too, for the cutoff
+scaler (:mod:`rtbwe.rescale`), whose window length follows the detected cutoff.
+
 Needs the optional extra ``fast`` (``pip install 'rtbwe[fast]'``: onnxruntime, and onnx for
 the exporter). :func:`onnx_missing` says why the backend cannot run, or None.
 """
@@ -62,7 +65,8 @@ def _example(model: nn.Module, window_samples: int) -> tuple[torch.Tensor, ...]:
     return example_inputs(model, 2, window_samples)
 
 
-def _export_key(model: nn.Module, window_samples: int) -> tuple | None:
+def _export_key(model: nn.Module, window_samples: int,
+                dynamic_length: bool = False) -> tuple | None:
     """What the exported graph depends on: class, structure (repr), every tensor of the state
     dict (sha256 of its bytes), window length. None if a tensor cannot be read as bytes."""
     digest = hashlib.sha256()
@@ -74,11 +78,12 @@ def _export_key(model: nn.Module, window_samples: int) -> tuple | None:
     except (RuntimeError, TypeError):
         return None
     return (type(model).__module__, type(model).__qualname__, repr(model), int(window_samples),
-            digest.hexdigest())
+            bool(dynamic_length), digest.hexdigest())
 
 
-def onnx_bytes(model: nn.Module, window_samples: int) -> bytes:
-    """``model`` (on CPU, put in eval mode) as an ONNX graph, batch axis dynamic.
+def onnx_bytes(model: nn.Module, window_samples: int, dynamic_length: bool = False) -> bytes:
+    """``model`` (on CPU, put in eval mode) as an ONNX graph, batch axis dynamic; with
+    ``dynamic_length`` the time axis too (:class:`AnyLengthOnnxRunner`).
 
     The TorchScript-based exporter (``dynamo=False``) takes 0.5-1 s for the default model;
     the ``torch.export``-based one 15 s, so it is used only where the former is gone. The
@@ -86,12 +91,12 @@ def onnx_bytes(model: nn.Module, window_samples: int) -> bytes:
     and weights (many extenders on one network pay one export).
     """
     model = model.eval()
-    key = _export_key(model, window_samples)
+    key = _export_key(model, window_samples, dynamic_length)
     with _exports_lock:
         if key is not None and key in _exports:
             _exports.move_to_end(key)
             return _exports[key]
-    graph = _export(model, window_samples)
+    graph = _export(model, window_samples, dynamic_length)
     if key is not None:
         with _exports_lock:
             _exports[key] = graph
@@ -100,21 +105,26 @@ def onnx_bytes(model: nn.Module, window_samples: int) -> bytes:
     return graph
 
 
-def _export(model: nn.Module, window_samples: int) -> bytes:
+def _export(model: nn.Module, window_samples: int, dynamic_length: bool) -> bytes:
     example = _example(model, window_samples)
     names = ["x", "condition"][:len(example)]
+    axes = {name: {0: "rows"} for name in [*names, "y"]}
+    if dynamic_length:
+        axes["x"][2] = axes["y"][2] = "samples"
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         try:
             torch.onnx.export(model, example, buffer, dynamo=False, input_names=names,
                               output_names=["y"], opset_version=ONNX_OPSET,
-                              dynamic_axes={name: {0: "rows"} for name in [*names, "y"]})
+                              dynamic_axes=axes)
         except TypeError:  # a torch without the TorchScript-based exporter
             rows = torch.export.Dim("rows", min=1, max=4096)
+            shapes = [{0: rows} for _ in names]
+            if dynamic_length:
+                shapes[0][2] = torch.export.Dim("samples", min=1, max=1 << 20)
             program = torch.onnx.export(model, example, None, dynamo=True, input_names=names,
-                                        output_names=["y"],
-                                        dynamic_shapes=[{0: rows} for _ in names])
+                                        output_names=["y"], dynamic_shapes=shapes)
             return program.model_proto.SerializeToString()
     return buffer.getvalue()
 
@@ -138,6 +148,26 @@ def export_onnx(model: nn.Module, path: str | Path, window_samples: int,
     return path
 
 
+def _require_onnx() -> None:
+    missing = onnx_missing()
+    if missing:
+        raise ValueError(missing)
+
+
+def _session(graph: bytes, num_threads: int):
+    """An onnxruntime session for ``graph`` on the CPU: ``num_threads`` intra-op threads, one
+    inter-op thread, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(num_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
     """An onnxruntime session for ``model`` at ``window_samples``; :meth:`run` is the engine's.
 
@@ -150,22 +180,11 @@ class OnnxRunner:
     """
 
     def __init__(self, model: nn.Module, window_samples: int, num_threads: int | None = None):
-        missing = onnx_missing()
-        if missing:
-            raise ValueError(missing)
-        import onnxruntime as ort
-
+        _require_onnx()
         self.window_samples = int(window_samples)
         self.bands = condition_bands(model)
         self.num_threads = int(num_threads or torch.get_num_threads())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
-        self.session = ort.InferenceSession(onnx_bytes(model, self.window_samples), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = _session(onnx_bytes(model, self.window_samples), self.num_threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.check_parity(model)
 
@@ -196,3 +215,61 @@ class OnnxRunner:
             feed[self.input_names[1]] = np.ascontiguousarray(conditions[:rows], np.float32)
         result = self.session.run(None, feed)[0]
         out[:rows] = result.reshape(rows, self.window_samples)
+
+
+class AnyLengthOnnxRunner:
+    """An onnxruntime session for ``model`` on windows of any length (the cutoff scaler's
+    network, :mod:`rtbwe.rescale`, runs on a length that follows the detected cutoff).
+
+    The graph is exported once with the time axis dynamic, traced at a length that is a
+    multiple of the model's ``multiple`` (what its strided layers need; 1 for a model without
+    one), where the model's own zero padding is a no-op and leaves no fixed-length node in the
+    graph. Each call therefore zero-pads the windows' end to that multiple and crops back,
+    which is what the eager model does inside (:func:`rtbwe.models.layers.pad_to_multiple`).
+
+    Args:
+        model: an ``nn.Module`` mapping ``(rows, 1, n) [, (rows, bands)] -> (rows, 1, n)``.
+        num_threads: onnxruntime intra-op threads (None: torch's now).
+        example_samples: about the length it will run on (the trace's length is this,
+            rounded up to the model's multiple).
+    Raises ValueError if onnxruntime is missing or the graph differs from eager by more than
+    ``PARITY_ATOL`` on a probe at the traced length or at a length off the multiple.
+    """
+
+    def __init__(self, model: nn.Module, num_threads: int | None = None,
+                 example_samples: int = 1024):
+        _require_onnx()
+        self.multiple = max(1, int(getattr(model, "multiple", 1) or 1))
+        traced = -(-int(example_samples) // self.multiple) * self.multiple
+        self.bands = condition_bands(model)
+        self.num_threads = int(num_threads or torch.get_num_threads())
+        self.session = _session(onnx_bytes(model.eval(), traced, dynamic_length=True),
+                                self.num_threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        for samples in (traced, traced + self.multiple // 2 + 1):
+            self.check_parity(model, samples)
+
+    def check_parity(self, model: nn.Module, samples: int) -> None:
+        """Two random windows of ``samples`` through eager and the session; they must agree."""
+        rng = np.random.default_rng(samples)
+        frames = (0.1 * rng.standard_normal((2, samples))).astype(np.float32)
+        conditions = rng.random((2, self.bands)).astype(np.float32) if self.bands else None
+        inputs = [torch.from_numpy(frames)[:, None]]
+        if conditions is not None:
+            inputs.append(torch.from_numpy(conditions))
+        with torch.inference_mode():
+            expected = model(*inputs).numpy()[:, 0]
+        error = float(np.max(np.abs(self(frames, conditions) - expected)))
+        if not error <= PARITY_ATOL:
+            raise ValueError(f"the any-length ONNX export of this model differs from eager by "
+                             f"{error:.3g} (> {PARITY_ATOL}) on {samples}-sample windows")
+
+    def __call__(self, frames: np.ndarray, conditions: np.ndarray | None) -> np.ndarray:
+        """frames (rows, samples) [+ conditions (rows, bands)] float32 -> (rows, samples)."""
+        rows, samples = frames.shape
+        padded = np.zeros((rows, 1, samples + (-samples) % self.multiple), np.float32)
+        padded[:, 0, :samples] = frames
+        feed = {self.input_names[0]: padded}
+        if conditions is not None:
+            feed[self.input_names[1]] = np.ascontiguousarray(conditions, np.float32)
+        return self.session.run(None, feed)[0][:, 0, :samples]

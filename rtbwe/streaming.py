@@ -112,6 +112,8 @@ class WindowPath:
         if self.lock is not None and self.lock.cutoff_scaling:
             self.scaler = CutoffScaler(sample_rate=tracker.sample_rate,
                                        window_samples=window_samples, device=engine.device,
+                                       backend="onnx" if engine.backend == "onnx" else "eager",
+                                       num_threads=engine.num_threads,
                                        **self.lock.cutoff_scaling)
         # which windows the scaler takes: chosen at each detection (the tracker holds it
         # between detections, as it holds the cutoff)

@@ -175,3 +175,67 @@ def test_export_is_reused_for_the_same_weights_only():
     out = np.empty_like(frames)
     changed.run(frames, 1, out)
     np.testing.assert_allclose(out, _eager(net, frames, None), atol=1e-5)  # not the old graph
+
+
+@pytest.mark.parametrize("name", ["tiny-cond", "arunet-small-half-cond-6k"])
+def test_any_length_runner_equals_eager_off_the_models_multiple(name):
+    """The cutoff scaler's network runs on lengths that follow the cutoff (multiples of 16,
+    not of the model's 64): each one equals eager (the runner pads and crops as the model
+    does inside)."""
+    if name == "tiny-cond":
+        model = _cond_net()
+    else:
+        from rtbwe.weights import load_model
+        model = load_model(name).eval()
+    runner = engine_onnx.AnyLengthOnnxRunner(model, num_threads=1)
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+    for rows, samples in [(1, 576), (2, 688), (1, 1040), (3, 1360), (1, 1024)]:
+        rng = np.random.default_rng(samples)
+        frames = (0.1 * rng.standard_normal((rows, samples))).astype(np.float32)
+        conditions = rng.random((rows, runner.bands)).astype(np.float32)
+        got = runner(frames, conditions)
+        expected = _eager(model, frames, conditions)
+        assert got.shape == (rows, samples) and np.abs(expected - frames).max() > 1e-2
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_any_length_export_that_differs_from_eager_is_refused():
+    with pytest.raises(ValueError, match="differs from eager"):
+        engine_onnx.AnyLengthOnnxRunner(_Branchy(), num_threads=1)
+
+
+def test_the_scaled_default_runs_its_scaled_network_in_onnx_when_the_engine_does(monkeypatch):
+    """`default` scales Butterworth 5-9.9 kHz windows: with backend='onnx' (what auto picks)
+    the scaled network runs in ONNX Runtime too, equal to the eager extender, and streaming
+    still equals offline."""
+    from helpers import stream_in_random_blocks
+    from test_skirt import _music_like_noise
+
+    from rtbwe import rescale
+    from rtbwe.filters import lowpass
+
+    calls = []
+    original = engine_onnx.AnyLengthOnnxRunner.__call__
+    monkeypatch.setattr(engine_onnx.AnyLengthOnnxRunner, "__call__",
+                        lambda self, *a: calls.append(a[0].shape) or original(self, *a))
+    ref = _music_like_noise(3.0, 7)
+    x = np.stack([lowpass(ref, RATE, 6000, "butter", 6),
+                  lowpass(ref[::-1], RATE, 8000, "butter", 6)]).astype(np.float32)
+    bwe = BandwidthExtender("default", num_threads=1, backend="onnx")
+    eager = BandwidthExtender("default", num_threads=1, backend="eager")
+    bwe.process(x[:, :RATE // 10], RATE)  # builds the scaled network's session
+    calls.clear()
+    offline = bwe.process(x, RATE)
+    lengths = {shape[1] for shape in calls}  # the scaled network's lengths, in ONNX
+    assert min(lengths) < 1100 < 1300 < max(lengths) < 1400, lengths  # 6 and 8 kHz x 1024 / 6
+    reference = eager.process(x, RATE)
+    assert np.abs(reference - x).max() > 1e-3  # something was added
+    np.testing.assert_allclose(offline, reference, atol=1e-4)
+    streamed = stream_in_random_blocks(bwe, x, RATE, max_block=4000, seed=2)
+    lat = bwe.latency_samples
+    np.testing.assert_allclose(streamed[:, lat:], offline[:, :-lat], atol=2e-5)
+    monkeypatch.setattr(rescale, "_onnx_scaled", lambda *a: (_ for _ in ()).throw(
+        RuntimeError("no export")))
+    fallback = rescale.CutoffScaler("arunet-small-half-cond-6k", RATE, WINDOW, 6000.0,
+                                    backend="onnx")
+    assert fallback.backend == "eager" and "no export" in fallback.fallback_reason
