@@ -43,7 +43,11 @@ and made the choice at each detection (the tracker holds it, :meth:`select` is i
 Since the seventeenth session the default itself (card ``default-scaled-above-5k``) scales
 cutoffs from 5 kHz up (a card's ``min_cutoff_hz``), keeping the skirt boost on its windows
 (``keep_boost``): +1.74 / +1.37 dB on the Butterworth 6 / 8 kHz rows against +0.90 / +0.58
-unscaled, one clip in 23 made worse on each.
+unscaled, one clip in 23 made worse on each. Since the eighteenth session (card
+``default-scaled-above-3k``) it scales from 3 kHz again, the scaled band at 0.6 below 5 kHz
+(a gain table) and not on a codec's shelf there (a card's ``max_shelf_drop_db``,
+:meth:`CutoffScaler._shelf`): +1.28 / +1.37 dB on the Butterworth 3.5 / 4 kHz rows against
++0.54 / +0.49, GSM unchanged.
 """
 from __future__ import annotations
 
@@ -90,6 +94,14 @@ MIN_WIDTH = 0.12
 DARK_ROLLOFF_DB = -15.0
 DARK_ABOVE_HZ = 7000.0
 DARK_SLOPE_DB_PER_OCTAVE = -14.0
+# a card's max_shelf_drop_db (the codec-shelf test) reads cutoffs below this only: an 8 kHz
+# codec (GSM) is detected at 3.6-4.9 kHz; validation (eighteenth session), the shelf's largest
+# fall over 0.15 x the cutoff within 1.3-2.2 x it on the windows the scaler took: GSM p5
+# 27-29 dB, median 42; Butterworth 6 / Chebyshev-1 6 at 3.5-4 kHz p95 25.5-29. At 6-8 kHz the
+# same test at 30 dB took windows of the filter rows (from 0 / 6 s: Butterworth 8 kHz
+# 1.12 / 1.20 -> 1.00 / 1.04 dB pooled, Chebyshev-1 6 kHz 1.18 / 1.32 -> 1.12 / 1.05,
+# Chebyshev-1 8 kHz 1.13 / 1.00 -> 1.00 / 0.86)
+SHELF_BELOW_HZ = 5000.0
 
 
 def scaled_length(cutoff_hz: float, target_hz: float, window_samples: int,
@@ -211,7 +223,7 @@ class CutoffScaler:
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
                  max_length_ratio: float = 2.0, gain: float | list = 1.0,
                  min_cutoff_hz: float | None = None, keep_boost: bool = False,
-                 device: torch.device | str = "cpu", backend: str = "eager",
+                 max_shelf_drop_db: float | None = None, device: torch.device | str = "cpu", backend: str = "eager",
                  num_threads: int | None = None):
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
@@ -226,6 +238,9 @@ class CutoffScaler:
         # keep_boost; off before the seventeenth session: the 6 kHz network was taken to
         # equalise the skirt itself, but on validation the boost on top added 0.15-0.24 dB)
         self.keep_boost = bool(keep_boost)
+        # a card's max_shelf_drop_db: no scaling where the band above the edge is a codec's
+        # shelf ending in a cliff (GSM; eighteenth session); None: no such test
+        self.max_shelf_drop_db = None if max_shelf_drop_db is None else float(max_shelf_drop_db)
         self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):
@@ -261,7 +276,8 @@ class CutoffScaler:
         filter's skirt above it in the long-term spectrum ``power`` (>= rows, bins): gentle
         (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
-        (:meth:`_dark`)."""
+        (:meth:`_dark`), and, with a card's ``max_shelf_drop_db``, not a codec's shelf
+        (:meth:`_shelf`)."""
         from .bandwidth import _smooth_db
         from .conditioning import octave_rolloff_db
         from .skirt import has_skirt
@@ -280,7 +296,7 @@ class CutoffScaler:
             chosen[candidates] = [
                 has_skirt(level, cutoff[r], self.sample_rate, self.window_samples,
                           steep_db=STEEP_DB, min_width=MIN_WIDTH)
-                and not self._dark(level, cutoff[r], roll)
+                and not self._dark(level, cutoff[r], roll) and not self._shelf(level, cutoff[r])
                 for level, r, roll in zip(level_db, candidates, rolloff_db)]
         return chosen
 
@@ -299,6 +315,16 @@ class CutoffScaler:
         return cutoff_hz > DARK_ABOVE_HZ and passband_slope_db_per_octave(
             level_db, cutoff_hz, self.sample_rate, self.window_samples
         ) < DARK_SLOPE_DB_PER_OCTAVE
+
+    def _shelf(self, level_db: np.ndarray, cutoff_hz: float) -> bool:
+        """Whether a row's band above a cutoff under SHELF_BELOW_HZ is a codec's shelf that
+        ends in a cliff (:func:`rtbwe.skirt.shelf_drop_db` over ``max_shelf_drop_db``);
+        False without that setting."""
+        from .skirt import shelf_drop_db
+
+        return (self.max_shelf_drop_db is not None and cutoff_hz < SHELF_BELOW_HZ
+                and shelf_drop_db(level_db, cutoff_hz, self.sample_rate, self.window_samples)
+                > self.max_shelf_drop_db)
 
     def run(self, frames: np.ndarray, index: np.ndarray, cutoffs_hz: np.ndarray,
             power: np.ndarray, lock_gains: np.ndarray) -> int:

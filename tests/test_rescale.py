@@ -69,13 +69,14 @@ def _scaled_default() -> BandwidthExtender:
     return bwe
 
 
-def test_the_6k_model_scaled_restores_a_butterworth_4k_input_better_than_the_default():
-    """Measured here: default +0.57 dB, scaled 6 kHz model +2.06 dB (seconds 2-6)."""
+def test_the_6k_model_scaled_restores_a_butterworth_4k_input_better_than_the_network_alone():
+    """Measured here: the default's network alone (`fast`) +0.57 dB, the scaled 6 kHz model
+    +2.06 dB (seconds 2-6)."""
     ref = _music_like_noise(6.0, 3)
     x = lowpass(ref, SR, 4000, "butter", 6).astype(np.float32)
     tail = slice(2 * SR, None)
     base = _snr_db(ref[tail], x[tail])
-    default = _snr_db(ref[tail], BandwidthExtender("default", num_threads=1).process(x, SR)[tail])
+    default = _snr_db(ref[tail], BandwidthExtender("fast", num_threads=1).process(x, SR)[tail])
     bwe = _scaled_default()
     scaled = _snr_db(ref[tail], bwe.process(x, SR)[tail])
     assert scaled - base > default - base + 0.5, (scaled - base, default - base)
@@ -118,7 +119,12 @@ def test_streaming_equals_offline_with_cutoff_scaling():
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": -1.0},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": 1e9},
     {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": True},
-    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": "5000"}])
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "min_cutoff_hz": "5000"},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_shelf_drop_db": float("nan")},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_shelf_drop_db": 0.0},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_shelf_drop_db": 1e9},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_shelf_drop_db": True},
+    {"model": "arunet-small-cond-6k", "target_hz": 6000, "max_shelf_drop_db": "30"}])
 def test_a_malformed_cutoff_scaling_setting_means_none(value):
     assert cutoff_scaling(value) is None
 
@@ -152,7 +158,7 @@ def test_a_gain_table_sets_the_scaled_band_per_bucket_of_the_cutoff():
 
 
 @pytest.mark.parametrize("name", ["default-scaled-6k", "default-scaled-half-6k",
-                                  "default-scaled-above-5k"])
+                                  "default-scaled-above-5k", "default-scaled-above-3k"])
 def test_the_shipped_scaled_cards_name_a_checked_setting(name):
     card = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
     assert cutoff_scaling(card["cutoff_scaling"]) == SCALING | card["cutoff_scaling"]
@@ -161,16 +167,16 @@ def test_the_shipped_scaled_cards_name_a_checked_setting(name):
 
 def test_the_half_width_student_restores_a_butterworth_4k_input_as_its_teacher():
     """default-scaled-half-6k runs the 6 kHz network's half-width student. Measured here
-    (seconds 2-6): +2.10 dB, the teacher's card +2.06, the default +0.57."""
+    (seconds 2-6): +2.10 dB, the teacher's card +2.06, the network alone (`fast`) +0.57."""
     ref = _music_like_noise(6.0, 3)
     x = lowpass(ref, SR, 4000, "butter", 6).astype(np.float32)
     tail = slice(2 * SR, None)
     base = _snr_db(ref[tail], x[tail])
     gains = {}
-    for name in ("default", "default-scaled-6k", "default-scaled-half-6k"):
+    for name in ("fast", "default-scaled-6k", "default-scaled-half-6k"):
         out = BandwidthExtender(name, num_threads=1).process(x, SR)
         gains[name] = _snr_db(ref[tail], out[tail]) - base
-    assert gains["default-scaled-half-6k"] > gains["default"] + 0.5, gains
+    assert gains["default-scaled-half-6k"] > gains["fast"] + 0.5, gains
     assert gains["default-scaled-half-6k"] > gains["default-scaled-6k"] - 0.3, gains
 
 
@@ -277,3 +283,81 @@ def test_windows_the_scaler_takes_are_boosted_only_with_keep_boost():
     assert np.abs(y_kept - unboosted).max() > 1e-3
     assert np.abs(y_plain - unboosted).max() < 1e-4  # the same scaled band, no boost
     assert cutoff_scaling({**SCALING, "keep_boost": 1}) is None  # a bool, nothing else
+
+
+def test_a_codecs_shelf_that_ends_in_a_cliff_is_not_scaled_below_5k():
+    """GSM through an 8 kHz rate leaves, above its detected edge, a shelf of images that ends
+    in a cliff: with a card's ``max_shelf_drop_db`` the scaler leaves such windows to the
+    engine's network below SHELF_BELOW_HZ, while a filter's skirt (72 dB per octave: about
+    10 dB per 0.15 x the cutoff past 1.3 x) is still scaled; above SHELF_BELOW_HZ the test
+    is not made. Without the setting (the older cards) nothing changes."""
+    from rtbwe.skirt import shelf_drop_db
+
+    freqs_hz = np.fft.rfftfreq(1024, 1 / SR)
+
+    def skirt(edge_hz):
+        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
+        return 10 ** (-np.clip(72 * octaves, 0.0, 90.0) / 10)
+
+    def shelf(edge_hz):  # a shallower fall (48 dB per octave), then gone at 1.5 x the edge
+        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
+        power = 10 ** (-np.clip(48 * octaves, 0.0, 90.0) / 10)
+        return np.where(freqs_hz >= 1.5 * edge_hz, 1e-11, power)
+
+    rows = np.stack([skirt(4000), shelf(4000), skirt(8000), shelf(8000)])
+    cutoffs = np.array([4000.0, 4000.0, 8000.0, 8000.0])
+    drops = [shelf_drop_db(level, edge, SR, 1024)
+             for level, edge in zip(_smooth_db(rows), cutoffs)]
+    assert drops[0] < 15 < 30 < drops[1], drops
+    tested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
+                                  max_length_ratio=2.0, max_shelf_drop_db=30.0)
+    untested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
+                                    max_length_ratio=2.0)
+    assert untested.select(4, cutoffs, rows, 17000.0).tolist() == [True] * 4
+    assert tested.select(4, cutoffs, rows, 17000.0).tolist() == [True, False, True, True]
+    assert cutoff_scaling({**SCALING, "max_shelf_drop_db": 30})["max_shelf_drop_db"] == 30.0
+
+
+def test_the_default_scales_a_butterworth_4k_input_but_not_gsm(monkeypatch):
+    """The default (card default-scaled-above-3k) runs the scaled network on a Butterworth
+    4 kHz input (more than the network alone adds) and leaves GSM's windows to the engine's
+    network: its output there is the same as the seventeenth session's default's, which
+    scaled nothing below 5 kHz."""
+    from pedalboard import GSMFullRateCompressor, Pedalboard
+
+    ref = _music_like_noise(6.0, 3)
+    x = lowpass(ref, SR, 4000, "butter", 6).astype(np.float32)
+    tail = slice(2 * SR, None)
+    base = _snr_db(ref[tail], x[tail])
+    default = BandwidthExtender("default", num_threads=1)
+    gain_default = _snr_db(ref[tail], default.process(x, SR)[tail]) - base
+    assert default.stats.batches > 0
+    above_5k = BandwidthExtender("default-scaled-above-5k", num_threads=1)
+    gain_5k = _snr_db(ref[tail], above_5k.process(x, SR)[tail]) - base
+    assert gain_default > gain_5k + 0.3, (gain_default, gain_5k)
+    # a harmonic tone (220 Hz, 1/k partials, a little noise) through GSM: detected at 4.3-4.4
+    # kHz, with a shelf of images above that has_skirt takes for a skirt
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * SR) / SR
+    tone = sum(np.sin(2 * np.pi * 220 * k * t + 6 * rng.random()) / k for k in range(1, 60)
+               if 220 * k < 20000)
+    tone = tone / np.abs(tone).max() + 0.01 * rng.standard_normal(t.size)
+    gsm = Pedalboard([GSMFullRateCompressor()])(0.5 * tone[None].astype(np.float32), SR)[0]
+    gsm = gsm.astype(np.float32)
+    scaled = {}
+    original = rescale.CutoffScaler.run
+
+    def counting(self, frames, index, *args):
+        scaled[self.max_shelf_drop_db] = scaled.get(self.max_shelf_drop_db, 0) + len(index)
+        return original(self, frames, index, *args)
+
+    untested = BandwidthExtender("default", num_threads=1)
+    setting = dict(untested.cutoff_scaling)
+    assert setting.pop("max_shelf_drop_db") == 30.0
+    untested._band_lock = {**untested._band_lock, "cutoff_scaling": setting}
+    monkeypatch.setattr(rescale.CutoffScaler, "run", counting)
+    y = BandwidthExtender("default", num_threads=1).process(gsm, SR)
+    untested.process(gsm, SR)
+    assert scaled.get(None, 0) > 0 and scaled.get(30.0, 0) == 0, scaled
+    np.testing.assert_allclose(y, BandwidthExtender("default-scaled-above-5k",
+                                                    num_threads=1).process(gsm, SR), atol=1e-5)
