@@ -79,9 +79,10 @@ def cutoff_scaling(value) -> dict | None:
     each gain 0-4, at most 32 rows) as a card's ``extension_gain``, and optionally
     ``"min_cutoff_hz"`` (0-20000; the lowest cutoff scaled, by default
     ``rtbwe.rescale.MIN_SCALED_RATIO`` x ``target_hz``), ``"keep_boost"`` (a bool: the
-    skirt boost also on scaled windows; by default off) and ``"max_shelf_drop_db"`` (0-200:
-    no scaling where the spectrum above the edge ends in a cliff steeper than this,
-    :func:`rtbwe.skirt.shelf_drop_db`; by default no such test); anything else (absent, or
+    skirt boost also on scaled windows; by default off), ``"max_shelf_drop_db"`` and
+    ``"max_edge_drop_db"`` (0-200: no scaling where the spectrum above the edge ends in a
+    cliff, or is one, steeper than this, :func:`rtbwe.skirt.steepest_fall_db`; by default
+    no such test); anything else (absent, or
     malformed) means the engine's network runs every window as it is."""
     from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
@@ -113,11 +114,11 @@ def cutoff_scaling(value) -> dict | None:
         if not isinstance(value["keep_boost"], bool):
             return None
         optional["keep_boost"] = value["keep_boost"]
-    if "max_shelf_drop_db" in value:
-        if not (_finite_number(value["max_shelf_drop_db"])
-                and 0.0 < value["max_shelf_drop_db"] <= 200.0):
-            return None
-        optional["max_shelf_drop_db"] = float(value["max_shelf_drop_db"])
+    for key in ("max_shelf_drop_db", "max_edge_drop_db"):
+        if key in value:
+            if not (_finite_number(value[key]) and 0.0 < value[key] <= 200.0):
+                return None
+            optional[key] = float(value[key])
     return {"model": value["model"], **{k: float(v) for k, v in numbers.items()},
             "gain": gain, **optional}
 

@@ -45,9 +45,10 @@ cutoffs from 5 kHz up (a card's ``min_cutoff_hz``), keeping the skirt boost on i
 (``keep_boost``): +1.74 / +1.37 dB on the Butterworth 6 / 8 kHz rows against +0.90 / +0.58
 unscaled, one clip in 23 made worse on each. Since the eighteenth session (card
 ``default-scaled-above-3k``) it scales from 3 kHz again, the scaled band at 0.6 below 5 kHz
-(a gain table) and not on a codec's shelf there (a card's ``max_shelf_drop_db``,
-:meth:`CutoffScaler._shelf`): +1.28 / +1.37 dB on the Butterworth 3.5 / 4 kHz rows against
-+0.54 / +0.49, GSM unchanged.
+(a gain table), not on a codec's shelf there nor on a resampler's cliff anywhere (a card's
+``max_shelf_drop_db`` and ``max_edge_drop_db``, :meth:`CutoffScaler._shelf`): +1.28 / +1.37
+dB on the Butterworth 3.5 / 4 kHz rows against +0.54 / +0.49, GSM and the resampled rows
+unchanged.
 """
 from __future__ import annotations
 
@@ -223,7 +224,8 @@ class CutoffScaler:
     def __init__(self, model: str, sample_rate: int, window_samples: int, target_hz: float,
                  max_length_ratio: float = 2.0, gain: float | list = 1.0,
                  min_cutoff_hz: float | None = None, keep_boost: bool = False,
-                 max_shelf_drop_db: float | None = None, device: torch.device | str = "cpu",
+                 max_shelf_drop_db: float | None = None, max_edge_drop_db: float | None = None,
+                 device: torch.device | str = "cpu",
                  backend: str = "eager", num_threads: int | None = None):
         if model not in SCALED_MODELS:
             raise ValueError(f"cutoff scaling runs a shipped model ({', '.join(SCALED_MODELS)}), "
@@ -241,6 +243,9 @@ class CutoffScaler:
         # a card's max_shelf_drop_db: no scaling where the band above the edge is a codec's
         # shelf ending in a cliff (GSM; eighteenth session); None: no such test
         self.max_shelf_drop_db = None if max_shelf_drop_db is None else float(max_shelf_drop_db)
+        # and a card's max_edge_drop_db: nor where it is a resampler's cliff that the width
+        # test (MIN_WIDTH) let through
+        self.max_edge_drop_db = None if max_edge_drop_db is None else float(max_edge_drop_db)
         self.gain_edges_hz, self.gains = gain_table(gain)
         self.condition_bands = int(getattr(self.model, "condition_bands", 0) or 0)
         if self.condition_bands not in (0, NUM_BANDS):
@@ -277,8 +282,8 @@ class CutoffScaler:
         filter's skirt above it in the long-term spectrum ``power`` (>= rows, bins): gentle
         (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
-        (:meth:`_dark`), and, with a card's ``max_shelf_drop_db``, not a codec's shelf
-        (:meth:`_shelf`)."""
+        (:meth:`_dark`), and, with a card's ``max_edge_drop_db`` / ``max_shelf_drop_db``,
+        not a resampler's cliff or a codec's shelf (:meth:`_shelf`)."""
         from .bandwidth import _smooth_db
         from .conditioning import octave_rolloff_db
         from .skirt import has_skirt
@@ -318,14 +323,20 @@ class CutoffScaler:
         ) < DARK_SLOPE_DB_PER_OCTAVE
 
     def _shelf(self, level_db: np.ndarray, cutoff_hz: float) -> bool:
-        """Whether a row's band above a cutoff under SHELF_BELOW_HZ is a codec's shelf that
-        ends in a cliff (:func:`rtbwe.skirt.shelf_drop_db` over ``max_shelf_drop_db``);
-        False without that setting."""
-        from .skirt import shelf_drop_db
+        """Whether a row's band above the cutoff is a resampler's cliff (its steepest fall
+        within EDGE_SPAN x the cutoff over ``max_edge_drop_db``) or, under SHELF_BELOW_HZ, a
+        codec's shelf that ends in a cliff (within SHELF_SPAN, over ``max_shelf_drop_db``;
+        :func:`rtbwe.skirt.steepest_fall_db`); False without those settings."""
+        from .skirt import EDGE_SPAN, SHELF_SPAN, steepest_fall_db
 
-        return (self.max_shelf_drop_db is not None and cutoff_hz < SHELF_BELOW_HZ
-                and shelf_drop_db(level_db, cutoff_hz, self.sample_rate, self.window_samples)
-                > self.max_shelf_drop_db)
+        def fall(span):
+            return steepest_fall_db(level_db, cutoff_hz, self.sample_rate, self.window_samples,
+                                    span)
+
+        return ((self.max_edge_drop_db is not None
+                 and fall(EDGE_SPAN) > self.max_edge_drop_db)
+                or (self.max_shelf_drop_db is not None and cutoff_hz < SHELF_BELOW_HZ
+                    and fall(SHELF_SPAN) > self.max_shelf_drop_db))
 
     def run(self, frames: np.ndarray, index: np.ndarray, cutoffs_hz: np.ndarray,
             power: np.ndarray, lock_gains: np.ndarray) -> int:

@@ -93,8 +93,10 @@ KAISER_BETA = 8.0
 # that starts mid-signal, held in the long-term spectrum for seconds) is not a skirt; it had
 # been boosted by up to MAX_BOOST_DB from the bandwidth to Nyquist
 MAX_WIDTH = 0.6
-# shelf_drop_db reads the steepest fall over this x the bandwidth, within this span of it
+# steepest_fall_db reads the steepest fall over this x the bandwidth, within a span of it:
+# right above the edge (a resampler's cliff) or past the skirt's start (a codec's shelf)
 SHELF_STEP = 0.15
+EDGE_SPAN = (1.0, 1.3)
 SHELF_SPAN = (1.3, 2.2)
 
 
@@ -199,18 +201,20 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     return first, gap_db[:count]
 
 
-def shelf_drop_db(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int
-                  ) -> float:
+def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
+                     window_samples: int, span: tuple[float, float] = (1.3, 2.2)) -> float:
     """The steepest fall of a row of smoothed dB levels (bins,) over SHELF_STEP x ``edge_hz``
-    within SHELF_SPAN x ``edge_hz``, in dB (0 where that span does not fit below Nyquist).
-    Past its first octave-fraction a filter's skirt falls at its asymptotic rate (a zero-phase
-    Butterworth 6 or Chebyshev-1 6: 72 dB per octave, about 10 dB per such step); a codec
-    that holds a shelf above its edge and then stops (GSM through an 8 kHz rate, whose images
-    end at a cliff 1.3-1.7 x above the detected edge) falls 30-50 dB in one step."""
+    starting within ``span`` x ``edge_hz``, in dB (0 where that span does not fit below
+    Nyquist). A filter's skirt falls at most about 50 dB in such a step right above its edge
+    (a zero-phase Chebyshev-1 6, the steepest family here) and, past 1.3 x the edge, at its
+    asymptotic rate (72 dB per octave: about 10 dB per step). A resampler's cliff falls 55-70 dB
+    in one step right above the edge (the scaler's EDGE_SPAN); a codec that holds a shelf above
+    its edge and then stops (GSM through an 8 kHz rate, whose images end 1.3-1.7 x above the
+    detected edge) 30-50 dB in one step past 1.3 x (SHELF_SPAN)."""
     freqs_hz, _ = _grid(int(sample_rate), int(window_samples))
     step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
-    lo = int(np.searchsorted(freqs_hz, SHELF_SPAN[0] * edge_hz))
-    hi = min(int(np.searchsorted(freqs_hz, SHELF_SPAN[1] * edge_hz)), len(freqs_hz) - step)
+    lo = int(np.searchsorted(freqs_hz, span[0] * edge_hz))
+    hi = min(int(np.searchsorted(freqs_hz, span[1] * edge_hz)), len(freqs_hz) - step)
     if hi <= lo:
         return 0.0
     return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step]))

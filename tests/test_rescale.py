@@ -291,7 +291,7 @@ def test_a_codecs_shelf_that_ends_in_a_cliff_is_not_scaled_below_5k():
     engine's network below SHELF_BELOW_HZ, while a filter's skirt (72 dB per octave: about
     10 dB per 0.15 x the cutoff past 1.3 x) is still scaled; above SHELF_BELOW_HZ the test
     is not made. Without the setting (the older cards) nothing changes."""
-    from rtbwe.skirt import shelf_drop_db
+    from rtbwe.skirt import steepest_fall_db
 
     freqs_hz = np.fft.rfftfreq(1024, 1 / SR)
 
@@ -306,7 +306,7 @@ def test_a_codecs_shelf_that_ends_in_a_cliff_is_not_scaled_below_5k():
 
     rows = np.stack([skirt(4000), shelf(4000), skirt(8000), shelf(8000)])
     cutoffs = np.array([4000.0, 4000.0, 8000.0, 8000.0])
-    drops = [shelf_drop_db(level, edge, SR, 1024)
+    drops = [steepest_fall_db(level, edge, SR, 1024)
              for level, edge in zip(_smooth_db(rows), cutoffs)]
     assert drops[0] < 15 < 30 < drops[1], drops
     tested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
@@ -361,3 +361,29 @@ def test_the_default_scales_a_butterworth_4k_input_but_not_gsm(monkeypatch):
     assert scaled.get(None, 0) > 0 and scaled.get(30.0, 0) == 0, scaled
     np.testing.assert_allclose(y, BandwidthExtender("default-scaled-above-5k",
                                                     num_threads=1).process(gsm, SR), atol=1e-5)
+
+
+def test_a_resamplers_cliff_that_passes_the_width_test_is_not_scaled_with_the_edge_test():
+    """A resampler detected a little under its cliff: a gentle start for 0.16 x the cutoff,
+    then the cliff. The width test (MIN_WIDTH) takes it for a skirt; a card's
+    ``max_edge_drop_db`` (the steepest fall within EDGE_SPAN x the cutoff: over 100 dB here,
+    at most 51 dB on the validation filter windows) leaves it to the engine's network. A
+    filter's skirt passes."""
+    from rtbwe.skirt import EDGE_SPAN, steepest_fall_db
+
+    freqs_hz = np.fft.rfftfreq(1024, 1 / SR)
+    octaves = np.log2(np.maximum(freqs_hz, 1.0) / 3800.0)
+    cliff = np.where(freqs_hz >= 1.16 * 3800.0, 1e-12,
+                     10 ** (-np.clip(72 * octaves, 0.0, 16.0) / 10))
+    skirt = 10 ** (-np.clip(72 * octaves, 0.0, 90.0) / 10)
+    rows, cutoffs = np.stack([cliff, skirt]), np.full(2, 3800.0)
+    falls = [steepest_fall_db(level, 3800.0, SR, 1024, EDGE_SPAN) for level in _smooth_db(rows)]
+    assert falls[1] < 30 < 55 < falls[0], falls
+    assert has_skirt(_smooth_db(cliff[None])[0], 3800.0, SR, 1024, min_width=rescale.MIN_WIDTH)
+    plain = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, 6000.0, 2.0)
+    tested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, 6000.0, 2.0,
+                                  max_edge_drop_db=55.0)
+    assert plain.select(2, cutoffs, rows, 17000.0).tolist() == [True, True]
+    assert tested.select(2, cutoffs, rows, 17000.0).tolist() == [False, True]
+    assert cutoff_scaling({**SCALING, "max_edge_drop_db": 55})["max_edge_drop_db"] == 55.0
+    assert cutoff_scaling({**SCALING, "max_edge_drop_db": -1}) is None
