@@ -168,6 +168,20 @@ def _session(graph: bytes, num_threads: int):
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+def _probe(model: nn.Module, rows: int, samples: int, bands: int, seed: int
+           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Random windows (rows, samples) at -20 dBFS RMS [and conditions (rows, bands)] and what
+    eager ``model`` makes of them (rows, samples), for a parity check."""
+    rng = np.random.default_rng(seed)
+    frames = (0.1 * rng.standard_normal((rows, samples))).astype(np.float32)
+    conditions = rng.random((rows, bands)).astype(np.float32) if bands else None
+    inputs = [torch.from_numpy(frames)[:, None]]
+    if conditions is not None:
+        inputs.append(torch.from_numpy(conditions))
+    with torch.inference_mode():
+        return frames, conditions, model(*inputs).numpy()[:, 0]
+
+
 class OnnxRunner:
     """An onnxruntime session for ``model`` at ``window_samples``; :meth:`run` is the engine's.
 
@@ -190,14 +204,7 @@ class OnnxRunner:
 
     def check_parity(self, model: nn.Module) -> None:
         """One random window (and condition) through eager and the session; they must agree."""
-        rng = np.random.default_rng(0)
-        frames = (0.1 * rng.standard_normal((1, self.window_samples))).astype(np.float32)
-        conditions = rng.random((1, self.bands)).astype(np.float32) if self.bands else None
-        inputs = [torch.from_numpy(frames)[:, None]]
-        if conditions is not None:
-            inputs.append(torch.from_numpy(conditions))
-        with torch.inference_mode():
-            expected = model(*inputs).numpy()[:, 0]
+        frames, conditions, expected = _probe(model, 1, self.window_samples, self.bands, 0)
         got = np.empty_like(frames)
         self.run(frames, 1, got, conditions)
         error = float(np.max(np.abs(got - expected)))
@@ -251,14 +258,7 @@ class AnyLengthOnnxRunner:
 
     def check_parity(self, model: nn.Module, samples: int) -> None:
         """Two random windows of ``samples`` through eager and the session; they must agree."""
-        rng = np.random.default_rng(samples)
-        frames = (0.1 * rng.standard_normal((2, samples))).astype(np.float32)
-        conditions = rng.random((2, self.bands)).astype(np.float32) if self.bands else None
-        inputs = [torch.from_numpy(frames)[:, None]]
-        if conditions is not None:
-            inputs.append(torch.from_numpy(conditions))
-        with torch.inference_mode():
-            expected = model(*inputs).numpy()[:, 0]
+        frames, conditions, expected = _probe(model, 2, samples, self.bands, samples)
         error = float(np.max(np.abs(self(frames, conditions) - expected)))
         if not error <= PARITY_ATOL:
             raise ValueError(f"the any-length ONNX export of this model differs from eager by "
