@@ -82,8 +82,8 @@ def cutoff_scaling(value) -> dict | None:
     skirt boost also on scaled windows; by default off), ``"max_shelf_drop_db"`` and
     ``"max_edge_drop_db"`` (0-200: no scaling where the spectrum above the edge ends in a
     cliff, or is one, steeper than this, :func:`rtbwe.skirt.steepest_fall_db`; by default
-    no such test); anything else (absent, or
-    malformed) means the engine's network runs every window as it is."""
+    no such test); anything else (absent, or malformed) means the engine's network runs
+    every window as it is."""
     from .rescale import MAX_LENGTH_RATIO, SCALED_MODELS
 
     if not isinstance(value, dict) or value.get("model") not in SCALED_MODELS:

@@ -202,15 +202,16 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
 
 
 def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
-                     window_samples: int, span: tuple[float, float] = (1.3, 2.2)) -> float:
+                     window_samples: int, span: tuple[float, float] = SHELF_SPAN) -> float:
     """The steepest fall of a row of smoothed dB levels (bins,) over SHELF_STEP x ``edge_hz``
     starting within ``span`` x ``edge_hz``, in dB (0 where that span does not fit below
     Nyquist). A filter's skirt falls at most about 50 dB in such a step right above its edge
     (a zero-phase Chebyshev-1 6, the steepest family here) and, past 1.3 x the edge, at its
-    asymptotic rate (72 dB per octave: about 10 dB per step). A resampler's cliff falls 55-70 dB
-    in one step right above the edge (the scaler's EDGE_SPAN); a codec that holds a shelf above
-    its edge and then stops (GSM through an 8 kHz rate, whose images end 1.3-1.7 x above the
-    detected edge) 30-50 dB in one step past 1.3 x (SHELF_SPAN)."""
+    asymptotic rate (72 dB per octave: about 10 dB per step). A resampler's cliff, detected
+    a little under it, falls up to 70 dB in one step right above the edge (EDGE_SPAN); a
+    codec that holds a shelf above its edge and then stops (GSM through an 8 kHz rate, whose
+    images end 1.3-1.7 x above the detected edge) 30-50 dB in one step past 1.3 x
+    (SHELF_SPAN). Validation figures: docs/training.md, eighteenth session."""
     freqs_hz, _ = _grid(int(sample_rate), int(window_samples))
     step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
     lo = int(np.searchsorted(freqs_hz, span[0] * edge_hz))

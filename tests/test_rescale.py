@@ -76,10 +76,10 @@ def test_the_6k_model_scaled_restores_a_butterworth_4k_input_better_than_the_net
     x = lowpass(ref, SR, 4000, "butter", 6).astype(np.float32)
     tail = slice(2 * SR, None)
     base = _snr_db(ref[tail], x[tail])
-    default = _snr_db(ref[tail], BandwidthExtender("fast", num_threads=1).process(x, SR)[tail])
+    alone = _snr_db(ref[tail], BandwidthExtender("fast", num_threads=1).process(x, SR)[tail])
     bwe = _scaled_default()
     scaled = _snr_db(ref[tail], bwe.process(x, SR)[tail])
-    assert scaled - base > default - base + 0.5, (scaled - base, default - base)
+    assert scaled - base > alone - base + 0.5, (scaled - base, alone - base)
     assert bwe.stats.batches > 0
 
 
