@@ -25,7 +25,11 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                roll-off: GSM's, 9-14 dB there on validation, a Butterworth 6's 20-34 dB;
                fourteenth session), or when the floor is reached only beyond MAX_WIDTH x e
                (the detection lies well below the filter's edge, on music falling ahead of
-               it; fifteenth session), or never within that (a noise floor; sixteenth)
+               it; fifteenth session), or never within that (a noise floor; sixteenth),
+               or when, at a bandwidth under BOOST_EDGE_BELOW_HZ, it falls more than
+               BOOST_EDGE_FALL_DB in one SHELF_STEP right above the bandwidth (a resampler's
+               cliff detected a little under it, where the FIR would lift the passband
+               below the edge; eighteenth session)
 
 ``MARGIN_DB`` keeps it conservative: a boost beyond the truth costs more than a boost short
 of it, and music's own roll-off at the top of the passband is not the filter's. The
@@ -98,6 +102,12 @@ MAX_WIDTH = 0.6
 SHELF_STEP = 0.15
 EDGE_SPAN = (1.0, 1.3)
 SHELF_SPAN = (1.3, 2.2)
+# no boost on a skirt falling more than this in a SHELF_STEP within EDGE_SPAN, at bandwidths
+# below BOOST_EDGE_BELOW_HZ (eighteenth session, validation: via 8 kHz +0.043 / +0.012 ->
+# +0.048 / +0.032 dB, every other row the same; at every bandwidth it cost the 11 / 14 kHz
+# filter rows up to 0.45 dB: there a step of 0.15 x the bandwidth spans a filter's skirt)
+BOOST_EDGE_FALL_DB = 55.0
+BOOST_EDGE_BELOW_HZ = 5000.0
 
 
 def skirt_gain(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
@@ -137,6 +147,9 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz, span_floor_db=BOOST_FLOOR_GAP_DB)
     if skirt is None or not _steep(skirt, freqs_hz, edge_hz, BOOST_STEEP_DB):
         return
+    if edge_hz < BOOST_EDGE_BELOW_HZ and _edge_fall_db(level_db, freqs_hz,
+                                                       edge_hz) > BOOST_EDGE_FALL_DB:
+        return  # a resampler's cliff that the width test let through
     first, gap_db = skirt
     boost_db = np.clip(gap_db - MARGIN_DB, 0.0, MAX_BOOST_DB)
     gain[first:first + len(gap_db)] = 10.0 ** (boost_db / 20.0) - 1.0
@@ -219,6 +232,14 @@ def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
     if hi <= lo:
         return 0.0
     return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step]))
+
+
+def _edge_fall_db(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float) -> float:
+    """:func:`steepest_fall_db` within EDGE_SPAN on a grid already at hand."""
+    step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
+    lo = int(np.searchsorted(freqs_hz, EDGE_SPAN[0] * edge_hz))
+    hi = min(int(np.searchsorted(freqs_hz, EDGE_SPAN[1] * edge_hz)), len(freqs_hz) - step)
+    return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step])) if hi > lo else 0.0
 
 
 def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,

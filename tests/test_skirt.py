@@ -90,6 +90,33 @@ def test_a_shallow_roll_off_is_not_boosted():
     assert skirt_gain(steep, edge, SR, WINDOW).max() > 0.5
 
 
+def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_5k():
+    """A resampler detected a little under its cliff (a gentle start for 0.16 x the
+    bandwidth, then the cliff: wide enough for MIN_WIDTH) is not boosted below
+    BOOST_EDGE_BELOW_HZ, where it falls more than BOOST_EDGE_FALL_DB in one step (the boost's
+    FIR would lift the flat passband under the edge); a filter's skirt at the same edge is
+    boosted, and so is the same shape at 8 kHz (at 11-14 kHz the test took filter skirts)."""
+    from rtbwe import skirt
+
+    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
+
+    def power(edge_hz, cliff_at=None):
+        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
+        gap_db = np.clip(72 * octaves, 0.0, 90.0)
+        if cliff_at is not None:
+            gap_db[freqs_hz >= cliff_at * edge_hz] = 120.0
+        return 10 ** (-gap_db / 10)[None]
+
+    cliff, filtered = power(3800.0, cliff_at=1.16), power(3800.0)
+    level = skirt._smooth_db(cliff)[0]
+    assert skirt.has_skirt(level, 3800.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)
+    assert skirt.steepest_fall_db(level, 3800.0, SR, WINDOW,
+                                  skirt.EDGE_SPAN) > skirt.BOOST_EDGE_FALL_DB
+    assert not skirt_gain(cliff, np.array([3800.0]), SR, WINDOW).any()
+    assert skirt_gain(filtered, np.array([3800.0]), SR, WINDOW).max() > 0.5
+    assert skirt_gain(power(8000.0, cliff_at=1.16), np.array([8000.0]), SR, WINDOW).max() > 0.5
+
+
 def test_a_skirt_reaching_its_floor_far_above_the_bandwidth_is_not_boosted():
     """A fall from 4 kHz (60 dB per octave down to 30 dB, then level) that reaches the floor
     only at 2 x the bandwidth, beyond MAX_WIDTH (music falling ahead of a filter's real
