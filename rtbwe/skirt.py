@@ -147,8 +147,8 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz, span_floor_db=BOOST_FLOOR_GAP_DB)
     if skirt is None or not _steep(skirt, freqs_hz, edge_hz, BOOST_STEEP_DB):
         return
-    if edge_hz < BOOST_EDGE_BELOW_HZ and _edge_fall_db(level_db, freqs_hz,
-                                                       edge_hz) > BOOST_EDGE_FALL_DB:
+    if edge_hz < BOOST_EDGE_BELOW_HZ and _fall_db(level_db, freqs_hz, edge_hz,
+                                                  EDGE_SPAN) > BOOST_EDGE_FALL_DB:
         return  # a resampler's cliff that the width test let through
     first, gap_db = skirt
     boost_db = np.clip(gap_db - MARGIN_DB, 0.0, MAX_BOOST_DB)
@@ -226,20 +226,18 @@ def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
     images end 1.3-1.7 x above the detected edge) 30-50 dB in one step past 1.3 x
     (SHELF_SPAN). Validation figures: docs/training.md, eighteenth session."""
     freqs_hz, _ = _grid(int(sample_rate), int(window_samples))
+    return _fall_db(level_db, freqs_hz, edge_hz, span)
+
+
+def _fall_db(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float,
+             span: tuple[float, float]) -> float:
+    """:func:`steepest_fall_db` on a bin grid already at hand."""
     step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
     lo = int(np.searchsorted(freqs_hz, span[0] * edge_hz))
     hi = min(int(np.searchsorted(freqs_hz, span[1] * edge_hz)), len(freqs_hz) - step)
     if hi <= lo:
         return 0.0
     return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step]))
-
-
-def _edge_fall_db(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float) -> float:
-    """:func:`steepest_fall_db` within EDGE_SPAN on a grid already at hand."""
-    step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
-    lo = int(np.searchsorted(freqs_hz, EDGE_SPAN[0] * edge_hz))
-    hi = min(int(np.searchsorted(freqs_hz, EDGE_SPAN[1] * edge_hz)), len(freqs_hz) - step)
-    return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step])) if hi > lo else 0.0
 
 
 def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
