@@ -164,13 +164,25 @@ def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
     if not ccallback.available():
         pytest.skip(ccallback._error)
     x = noise(1.0, seed=3)
-    loop, summary, session = run_through_jack(jack_server, identity_extender(), x, block=256,
-                                              callback="c")
-    assert summary["callback"] == "c" and summary["callbacks"] > 0
-    total = summary["total_latency_frames"]
-    assert measured_delay(loop.recorded, x, 2 * total) == total == session.latency_frames + 256
-    if summary["late_frames"] == 0:
-        np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+    troubles, controls, others = [], [], []
+    for _attempt in range(ATTEMPTS):  # samples compared in a run with no xrun or late block
+        other = OtherWork(jack_server.process.pid)
+        loop, summary, session = run_through_jack(jack_server, identity_extender(), x,
+                                                  block=256, callback="c")
+        others.append(other.cores())
+        assert summary["callback"] == "c" and summary["callbacks"] > 0
+        total = summary["total_latency_frames"]
+        assert measured_delay(loop.recorded, x, 2 * total) == total == session.latency_frames + 256
+        spoilt = trouble(loop, summary)
+        if not spoilt:
+            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+            return
+        troubles.append(spoilt)
+    # CI at 44fa8d3: a run with no late block but a JACK period lost (256 zeros) failed the
+    # comparison; like the other tests, a spoilt run is retried and the samples need one clean
+    # run (this test is about the C callback's delay, not about xruns)
+    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others, strict=False,
+                 block_frames=256)
 
 
 def test_keyboard_interrupt_stops_cleanly(jack_server):
