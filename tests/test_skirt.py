@@ -90,12 +90,13 @@ def test_a_shallow_roll_off_is_not_boosted():
     assert skirt_gain(steep, edge, SR, WINDOW).max() > 0.5
 
 
-def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_5k():
+def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_10k():
     """A resampler detected a little under its cliff (a gentle start for 0.16 x the
     bandwidth, then the cliff: wide enough for MIN_WIDTH) is not boosted below
-    BOOST_EDGE_BELOW_HZ, where it falls more than BOOST_EDGE_FALL_DB in one step (the boost's
-    FIR would lift the flat passband under the edge); a filter's skirt at the same edge is
-    boosted, and so is the same shape at 8 kHz (at 11-14 kHz the test took filter skirts)."""
+    BOOST_EDGE_BELOW_HZ (10 kHz since the nineteenth session; 5 kHz before), where it falls
+    more than BOOST_EDGE_FALL_DB in one step (the boost's FIR would lift the flat passband
+    under the edge); a filter's skirt at the same edges is boosted, and so is the cliff's
+    shape at 12 kHz (at 11-14 kHz the test took filter skirts)."""
     from rtbwe import skirt
 
     freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
@@ -114,7 +115,10 @@ def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_5k()
                                   skirt.EDGE_SPAN) > skirt.BOOST_EDGE_FALL_DB
     assert not skirt_gain(cliff, np.array([3800.0]), SR, WINDOW).any()
     assert skirt_gain(filtered, np.array([3800.0]), SR, WINDOW).max() > 0.5
-    assert skirt_gain(power(8000.0, cliff_at=1.16), np.array([8000.0]), SR, WINDOW).max() > 0.5
+    assert not skirt_gain(power(8000.0, cliff_at=1.16), np.array([8000.0]), SR, WINDOW).any()
+    assert skirt_gain(power(8000.0), np.array([8000.0]), SR, WINDOW).max() > 0.5
+    assert skirt_gain(power(12000.0, cliff_at=1.16), np.array([12000.0]), SR,
+                      WINDOW).max() > 0.5
 
 
 def test_a_skirt_reaching_its_floor_far_above_the_bandwidth_is_not_boosted():
