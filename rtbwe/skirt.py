@@ -108,8 +108,8 @@ SHELF_SPAN = (1.3, 2.2)
 # filter rows up to 0.45 dB: there a step of 0.15 x the bandwidth spans a filter's skirt).
 # Nineteenth session, 5 -> 10 kHz: validation filter windows at 6-8 kHz fall 46 dB at most
 # (per clip, median over detections), resampled via 16 kHz and MP3 at 32 kbps 49-87; via 16
-# kHz -0.0005 -> +0.011 dB (from 0 s; from 6 s the same), MP3 32 kbps -0.0027 / -0.0021 ->
-# -0.0023 / -0.0016, every other row the same to 1e-4 dB
+# kHz -0.0005 -> +0.011 dB from 0 s (+0.01 from 6 s, unchanged), MP3 32 kbps -0.0027 /
+# -0.0021 -> -0.0023 / -0.0016, every other row the same to 1e-4 dB
 BOOST_EDGE_FALL_DB = 55.0
 BOOST_EDGE_BELOW_HZ = 10000.0
 
