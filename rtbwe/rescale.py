@@ -46,9 +46,9 @@ cutoffs from 5 kHz up (a card's ``min_cutoff_hz``), keeping the skirt boost on i
 unscaled, one clip in 23 made worse on each. Since the eighteenth session (card
 ``default-scaled-above-3k``) it scales from 3 kHz again, the scaled band at 0.6 below 5 kHz
 (a gain table), not on a codec's shelf there nor on a resampler's cliff anywhere (a card's
-``max_shelf_drop_db`` and ``max_edge_drop_db``, :meth:`CutoffScaler._shelf`): +1.28 / +1.37
-dB on the Butterworth 3.5 / 4 kHz rows against +0.54 / +0.49, GSM and the resampled rows
-unchanged.
+``max_shelf_drop_db`` and ``max_edge_drop_db``, :meth:`CutoffScaler._cliff_or_shelf`):
++1.28 / +1.37 dB on the Butterworth 3.5 / 4 kHz rows against +0.54 / +0.49, GSM and the
+resampled rows unchanged.
 """
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ class CutoffScaler:
         (:func:`rtbwe.skirt.has_skirt`, at least MIN_WIDTH x the cutoff wide) but at least
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
         (:meth:`_dark`), and, with a card's ``max_edge_drop_db`` / ``max_shelf_drop_db``,
-        not a resampler's cliff or a codec's shelf (:meth:`_shelf`)."""
+        not a resampler's cliff or a codec's shelf (:meth:`_cliff_or_shelf`)."""
         from .bandwidth import _smooth_db
         from .conditioning import octave_rolloff_db
         from .skirt import has_skirt
@@ -302,7 +302,8 @@ class CutoffScaler:
             chosen[candidates] = [
                 has_skirt(level, cutoff[r], self.sample_rate, self.window_samples,
                           steep_db=STEEP_DB, min_width=MIN_WIDTH)
-                and not self._dark(level, cutoff[r], roll) and not self._shelf(level, cutoff[r])
+                and not self._dark(level, cutoff[r], roll)
+                and not self._cliff_or_shelf(level, cutoff[r])
                 for level, r, roll in zip(level_db, candidates, rolloff_db)]
         return chosen
 
@@ -322,7 +323,7 @@ class CutoffScaler:
             level_db, cutoff_hz, self.sample_rate, self.window_samples
         ) < DARK_SLOPE_DB_PER_OCTAVE
 
-    def _shelf(self, level_db: np.ndarray, cutoff_hz: float) -> bool:
+    def _cliff_or_shelf(self, level_db: np.ndarray, cutoff_hz: float) -> bool:
         """Whether a row's band above the cutoff is a resampler's cliff (its steepest fall
         within EDGE_SPAN x the cutoff over ``max_edge_drop_db``) or, under SHELF_BELOW_HZ, a
         codec's shelf that ends in a cliff (within SHELF_SPAN, over ``max_shelf_drop_db``;
