@@ -106,29 +106,46 @@ def skip_or_fail(troubles: list[str], server_name: str, seconds: float,
     pytest.fail(f"real time failed on a machine with cores to spare: {report}")
 
 
+def first_clean_run(server, attempt, seconds: float, *, controls_each_attempt: bool = False,
+                    strict: bool = True, block_frames: int | None = None):
+    """Call ``attempt()`` (one run through JACK, its per-run assertions inside; returns (loop,
+    summary, what else spoilt the run or '')) up to ATTEMPTS times; returns (loop, summary) of
+    the first run without xruns, late or dropped frames, or skips / fails by
+    :func:`skip_or_fail`. ``controls_each_attempt``: a control run after each spoilt one."""
+    troubles, controls, others = [], [], []
+    for _attempt in range(ATTEMPTS):  # a busy machine spoils a run, not the code: retry
+        other = OtherWork(server.process.pid)
+        loop, summary, spoilt_by = attempt()
+        others.append(other.cores())
+        spoilt = trouble(loop, summary) or spoilt_by
+        if not spoilt:
+            return loop, summary
+        troubles.append(spoilt)
+        if controls_each_attempt:
+            controls.append(control_xruns(server.name, seconds, block_frames))
+    skip_or_fail(troubles, server.name, seconds, controls, others, strict=strict,
+                 block_frames=block_frames)
+
+
 def test_identity_model_exact_delay_zero_xruns_over_5_s(jack_server_generous):
     """Delay and signal exact in every run; zero xruns in a run, or a skip that says how loaded
     the machine was (the same JACK clients without rtbwe also had xruns)."""
     server = jack_server_generous
     x = noise(5.2)
-    troubles, controls, others = [], [], []
-    for _attempt in range(ATTEMPTS):
-        other = OtherWork(server.process.pid)
+
+    def attempt():
         loop, summary, session = run_through_jack(server, identity_extender(), x,
                                                   block=server.period_frames)
-        others.append(other.cores())
         total = summary["total_latency_frames"]
         assert total == session.latency_frames + server.period_frames  # PortAudio's one block
         assert measured_delay(loop.recorded, x, 2 * total) == total
-        spoilt = trouble(loop, summary)
-        if not spoilt:
-            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
-            np.testing.assert_array_equal(loop.recorded[:total], 0.0)
-            return
-        troubles.append(spoilt)
-        controls.append(control_xruns(server.name, x.size / SR, server.period_frames))
-    skip_or_fail(troubles, server.name, x.size / SR, controls, others,
-                 block_frames=server.period_frames)
+        return loop, summary, ""
+
+    loop, summary = first_clean_run(server, attempt, x.size / SR, controls_each_attempt=True,
+                                    block_frames=server.period_frames)
+    total = summary["total_latency_frames"]
+    np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
+    np.testing.assert_array_equal(loop.recorded[:total], 0.0)
 
 
 def test_identity_model_exact_delay_at_256_frames(jack_server):
@@ -136,23 +153,20 @@ def test_identity_model_exact_delay_at_256_frames(jack_server):
     samples are compared in the first run without xruns or late blocks (a period JACK drops
     under load leaves zeros in the capture, not a wrong delay)."""
     x = noise(1.5, seed=1)
-    troubles, controls, others = [], [], []
-    for _attempt in range(ATTEMPTS):
+
+    def attempt():
         bwe = identity_extender()
-        other = OtherWork(jack_server.process.pid)
         loop, summary, session = run_through_jack(jack_server, bwe, x, block=256)
-        others.append(other.cores())
         total = summary["total_latency_frames"]
         queue_frames = session.latency_frames - bwe.latency_samples
         assert queue_frames % 256 == 0 and queue_frames >= 2 * 256
         assert total == bwe.latency_samples + queue_frames + 256  # + PortAudio's JACK block
         assert measured_delay(loop.recorded, x, 2 * total) == total
-        spoilt = trouble(loop, summary)
-        if not spoilt:
-            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
-            return
-        troubles.append(spoilt)
-    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others, block_frames=256)
+        return loop, summary, ""
+
+    loop, summary = first_clean_run(jack_server, attempt, x.size / SR, block_frames=256)
+    total = summary["total_latency_frames"]
+    np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
 
 
 def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
@@ -164,25 +178,22 @@ def test_c_callback_exact_delay(jack_server, tmp_path, monkeypatch):
     if not ccallback.available():
         pytest.skip(ccallback._error)
     x = noise(1.0, seed=3)
-    troubles, controls, others = [], [], []
-    for _attempt in range(ATTEMPTS):  # samples compared in a run with no xrun or late block
-        other = OtherWork(jack_server.process.pid)
+
+    def attempt():
         loop, summary, session = run_through_jack(jack_server, identity_extender(), x,
                                                   block=256, callback="c")
-        others.append(other.cores())
         assert summary["callback"] == "c" and summary["callbacks"] > 0
         total = summary["total_latency_frames"]
         assert measured_delay(loop.recorded, x, 2 * total) == total == session.latency_frames + 256
-        spoilt = trouble(loop, summary)
-        if not spoilt:
-            np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
-            return
-        troubles.append(spoilt)
+        return loop, summary, ""
+
     # CI at 44fa8d3: a run with no late block but a JACK period lost (256 zeros) failed the
     # comparison; like the other tests, a spoilt run is retried and the samples need one clean
     # run (this test is about the C callback's delay, not about xruns)
-    skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others, strict=False,
-                 block_frames=256)
+    loop, summary = first_clean_run(jack_server, attempt, x.size / SR, strict=False,
+                                    block_frames=256)
+    total = summary["total_latency_frames"]
+    np.testing.assert_allclose(loop.recorded[total:total + x.size], x, atol=1e-5)
 
 
 def test_keyboard_interrupt_stops_cleanly(jack_server):
@@ -275,21 +286,17 @@ def test_live_output_matches_rtbwe_process(model, jack_server, tmp_path):
 
     # one thread, as `rtbwe live` runs by default: two collapse on a loaded 2-core machine
     bwe = TappedExtender(model_arg, device="cpu", num_threads=1)
-    troubles, controls, others = [], [], []
-    for _attempt in range(ATTEMPTS):  # a busy machine spoils a run, not the code: retry
+
+    def attempt():
         received.clear()
         bwe.reset()
-        other = OtherWork(jack_server.process.pid)
         loop, summary, _ = run_through_jack(jack_server, bwe, x, block=256, buffer_blocks=8)
-        others.append(other.cores())
-        spoilt = trouble(loop, summary) or _not_contiguous(received, x)
-        if not spoilt:
-            break
-        troubles.append(spoilt)
-    else:  # measured in a full test run with the machine quiet (0.00-0.02 other cores): 1-4
-        # xruns in each of 3 runs, the JACK clients, PortAudio's callback and the worker
-        # sharing one Python process; this test is about live == process, not xruns
-        skip_or_fail(troubles, jack_server.name, x.size / SR, controls, others, strict=False)
+        return loop, summary, _not_contiguous(received, x)
+
+    # measured in a full test run with the machine quiet (0.00-0.02 other cores): 1-4 xruns in
+    # each of 3 runs, the JACK clients, PortAudio's callback and the worker sharing one Python
+    # process; this test is about live == process, not xruns
+    loop, summary = first_clean_run(jack_server, attempt, x.size / SR, strict=False)
     # Windowed processing depends on where the signal falls on the hop grid, and when the JACK
     # source starts playing relative to rtbwe's stream is up to the scheduler (one period more
     # or less between runs). So `rtbwe process` gets exactly the leading silence the live
