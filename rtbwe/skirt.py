@@ -27,7 +27,7 @@ detected bandwidth ``e`` (:func:`rtbwe.bandwidth.detect_bandwidth_hz`)::
                (the detection lies well below the filter's edge, on music falling ahead of
                it; fifteenth session), or never within that (a noise floor; sixteenth),
                or when, at a bandwidth under BOOST_EDGE_BELOW_HZ, it falls more than
-               BOOST_EDGE_FALL_DB in one SHELF_STEP right above the bandwidth (a resampler's
+               BOOST_EDGE_FALL_DB in one FALL_STEP right above the bandwidth (a resampler's
                cliff detected a little under it, where the FIR would lift the passband
                below the edge; eighteenth session, below 10 kHz since the nineteenth)
 
@@ -99,10 +99,10 @@ KAISER_BETA = 8.0
 MAX_WIDTH = 0.6
 # steepest_fall_db reads the steepest fall over this x the bandwidth, within a span of it:
 # right above the edge (a resampler's cliff) or past the skirt's start (a codec's shelf)
-SHELF_STEP = 0.15
+FALL_STEP = 0.15
 EDGE_SPAN = (1.0, 1.3)
 SHELF_SPAN = (1.3, 2.2)
-# no boost on a skirt falling more than this in a SHELF_STEP within EDGE_SPAN, at bandwidths
+# no boost on a skirt falling more than this in a FALL_STEP within EDGE_SPAN, at bandwidths
 # below BOOST_EDGE_BELOW_HZ (eighteenth session, validation: via 8 kHz +0.043 / +0.012 ->
 # +0.048 / +0.032 dB, every other row the same; at every bandwidth it cost the 11 / 14 kHz
 # filter rows up to 0.45 dB: there a step of 0.15 x the bandwidth spans a filter's skirt).
@@ -220,7 +220,7 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
 
 def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
                      window_samples: int, span: tuple[float, float] = SHELF_SPAN) -> float:
-    """The steepest fall of a row of smoothed dB levels (bins,) over SHELF_STEP x ``edge_hz``
+    """The steepest fall of a row of smoothed dB levels (bins,) over FALL_STEP x ``edge_hz``
     starting within ``span`` x ``edge_hz``, in dB (0 where that span does not fit below
     Nyquist). A filter's skirt falls at most about 50 dB in such a step right above its edge
     (a zero-phase Chebyshev-1 6, the steepest family here) and, past 1.3 x the edge, at its
@@ -236,7 +236,7 @@ def steepest_fall_db(level_db: np.ndarray, edge_hz: float, sample_rate: int,
 def _fall_db(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float,
              span: tuple[float, float]) -> float:
     """:func:`steepest_fall_db` on a bin grid already at hand."""
-    step = max(1, int(round(SHELF_STEP * edge_hz / freqs_hz[1])))
+    step = max(1, int(round(FALL_STEP * edge_hz / freqs_hz[1])))
     lo = int(np.searchsorted(freqs_hz, span[0] * edge_hz))
     hi = min(int(np.searchsorted(freqs_hz, span[1] * edge_hz)), len(freqs_hz) - step)
     if hi <= lo:
