@@ -151,8 +151,7 @@ def _row_gain(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
     skirt = _skirt_gap(level_db, freqs_hz, log_f, edge_hz, span_floor_db=BOOST_FLOOR_GAP_DB)
     if skirt is None or not _steep(skirt, freqs_hz, edge_hz, BOOST_STEEP_DB):
         return
-    if edge_hz < BOOST_EDGE_BELOW_HZ and _fall_db(level_db, freqs_hz, edge_hz,
-                                                  EDGE_SPAN) > BOOST_EDGE_FALL_DB:
+    if _edge_cliff(level_db, freqs_hz, edge_hz):
         return  # a resampler's cliff that the width test let through
     first, gap_db = skirt
     boost_db = np.clip(gap_db - MARGIN_DB, 0.0, MAX_BOOST_DB)
@@ -244,8 +243,17 @@ def _fall_db(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float,
     return float(np.max(level_db[lo:hi] - level_db[lo + step:hi + step]))
 
 
+def _edge_cliff(level_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float) -> bool:
+    """The boost's cliff rule: at a bandwidth under BOOST_EDGE_BELOW_HZ, a fall of more than
+    BOOST_EDGE_FALL_DB in one FALL_STEP within EDGE_SPAN x the bandwidth (a resampler's cliff
+    detected a little under it)."""
+    return edge_hz < BOOST_EDGE_BELOW_HZ and _fall_db(level_db, freqs_hz, edge_hz,
+                                                      EDGE_SPAN) > BOOST_EDGE_FALL_DB
+
+
 def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_samples: int,
-              steep_db: float | None = None, min_width: float = MIN_WIDTH) -> bool:
+              steep_db: float | None = None, min_width: float = MIN_WIDTH,
+              edge_cliff: bool = False) -> bool:
     """Whether a row of smoothed dB levels (bins,) falls off above ``edge_hz`` as a gentle
     filter's skirt (at least MIN_WIDTH x the bandwidth wide before the floor), not as a
     resampler's or codec's cliff. The learned estimate (:mod:`rtbwe.skirt_model`) boosts
@@ -253,10 +261,11 @@ def has_skirt(level_db: np.ndarray, edge_hz: float, sample_rate: int, window_sam
     this far below the passband's trend at STEEP_RATIO x the bandwidth (or have reached its
     floor before): a filter's skirt, not a codec's shallow roll-off (GSM's lies about
     9-14 dB down there). ``min_width``: the narrowest skirt, x the bandwidth, that is not a
-    cliff."""
+    cliff. ``edge_cliff``: nor a resampler's cliff by the boost's cliff rule (BOOST_EDGE_FALL_DB
+    within EDGE_SPAN, under BOOST_EDGE_BELOW_HZ)."""
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
     skirt = _skirt_gap(level_db, freqs_hz, log_f, float(edge_hz), min_width)
-    if skirt is None:
+    if skirt is None or (edge_cliff and _edge_cliff(level_db, freqs_hz, float(edge_hz))):
         return False
     return steep_db is None or _steep(skirt, freqs_hz, float(edge_hz), steep_db)
 

@@ -13,7 +13,11 @@ none) with the exact error of the boosted input, through the lock's FIR, as its 
 learned how far music's own roll-off goes on, and to boost cliffs little. A row is boosted
 only where the trend rule's cliff test (:func:`rtbwe.skirt.has_skirt`) sees a skirt: without
 that guard one resampled-via-8 kHz test clip in 23 was made worse and the row fell to
--0.17 dB. Measured on the test split (docs/training.md, twelfth session): about twice the
+-0.17 dB. Since the twentieth session the boost's cliff rule (a fall of more than
+BOOST_EDGE_FALL_DB just above a bandwidth under 10 kHz: a resampler's cliff detected a little
+under it) guards it too: one validation clip via 8 kHz went from -0.94 to +0.02 dB through
+``default-scaled-learned-skirt``, the test rows via 8 kHz from -0.06 / -0.08 to +0.01 / +0.00
+dB on the two cards that name it, every other row the same. Measured on the test split (docs/training.md, twelfth session): about twice the
 trend rule's ΔSNR on every filter row, but more clips made worse, so only the opt-in card
 ``default-learned-skirt`` names it.
 
@@ -113,8 +117,8 @@ class SkirtModel:
         if limited.size == 0:
             return out
         level_db = _smooth_db(power[limited])
-        if self.cliff_guard:  # only rows with a gentle skirt, as the trend rule
-            keep = [has_skirt(level, edge_hz[r], sample_rate, window_samples)
+        if self.cliff_guard:  # only rows with a gentle skirt, by the trend rule's cliff tests
+            keep = [has_skirt(level, edge_hz[r], sample_rate, window_samples, edge_cliff=True)
                     for level, r in zip(level_db, limited)]
             limited, level_db = limited[keep], level_db[keep]
             if limited.size == 0:

@@ -57,6 +57,9 @@ SHIPPED = {"default": "default-scaled-above-3k",
            # the default's weights with the learned skirt estimate (twelfth session): more
            # ΔSNR on gentle filters, a few more clips made worse; opt-in (docs/training.md)
            "default-learned-skirt": "default-learned-skirt",
+           # the default (cutoff scaling from 3 kHz) with that learned estimate and the scaled
+           # band at 0.3 / 0.5 (twentieth session); opt-in, for restoring gentle roll-offs
+           "default-scaled-learned-skirt": "default-scaled-learned-skirt",
            # the default with arunet-small-cond-6k run on gentle filters' windows resampled
            # to put their cutoff at 6 kHz (rtbwe.rescale; thirteenth session); opt-in
            "default-scaled-6k": "default-scaled-6k",
