@@ -17,9 +17,10 @@ that guard one resampled-via-8 kHz test clip in 23 was made worse and the row fe
 BOOST_EDGE_FALL_DB just above a bandwidth under 10 kHz: a resampler's cliff detected a little
 under it) guards it too: one validation clip via 8 kHz went from -0.94 to +0.02 dB through
 ``default-scaled-learned-skirt``, the test rows via 8 kHz from -0.06 / -0.08 to +0.01 / +0.00
-dB on the two cards that name it, every other row the same. Measured on the test split (docs/training.md, twelfth session): about twice the
-trend rule's ΔSNR on every filter row, but more clips made worse, so only the opt-in card
-``default-learned-skirt`` names it.
+dB on the two cards that name it, every other row the same to 1e-4 dB. Measured on the test
+split (docs/training.md, twelfth and twentieth sessions): about twice the trend rule's ΔSNR on
+the filter rows, but more clips made worse, so only the opt-in cards
+``default-learned-skirt`` and ``default-scaled-learned-skirt`` name it.
 
 Inputs, per row: ``L`` = the long-term power in dB smoothed over 5 bins (as the detection),
 at FEATURE_POINTS x ``e`` (linear interpolation), minus its mean over ANCHOR_SPAN x ``e``,
