@@ -90,6 +90,18 @@ def test_a_shallow_roll_off_is_not_boosted():
     assert skirt_gain(steep, edge, SR, WINDOW).max() > 0.5
 
 
+def skirt_or_cliff_power(edge_hz: float, cliff_at: float | None = None) -> np.ndarray:
+    """(1, bins) long-term powers of a skirt falling 72 dB per octave above ``edge_hz`` to a
+    floor 90 dB down; with ``cliff_at``, cut to 120 dB down from ``cliff_at`` x ``edge_hz``
+    (a resampler's cliff detected a little under it)."""
+    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
+    octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
+    gap_db = np.clip(72 * octaves, 0.0, 90.0)
+    if cliff_at is not None:
+        gap_db[freqs_hz >= cliff_at * edge_hz] = 120.0
+    return 10 ** (-gap_db / 10)[None]
+
+
 def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_10k():
     """A resampler detected a little under its cliff (a gentle start for 0.16 x the
     bandwidth, then the cliff: wide enough for MIN_WIDTH) is not boosted below
@@ -99,15 +111,7 @@ def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_10k(
     shape at 12 kHz (at 11-14 kHz the test took filter skirts)."""
     from rtbwe import skirt
 
-    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
-
-    def power(edge_hz, cliff_at=None):
-        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
-        gap_db = np.clip(72 * octaves, 0.0, 90.0)
-        if cliff_at is not None:
-            gap_db[freqs_hz >= cliff_at * edge_hz] = 120.0
-        return 10 ** (-gap_db / 10)[None]
-
+    power = skirt_or_cliff_power
     cliff, filtered = power(3800.0, cliff_at=1.16), power(3800.0)
     level = skirt._smooth_db(cliff)[0]
     assert skirt.has_skirt(level, 3800.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)

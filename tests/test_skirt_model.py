@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from helpers import random_tiny, stream_in_random_blocks
-from test_skirt import SR, WINDOW, _long_term_power, _music_like_noise, _snr_db
+from test_skirt import (SR, WINDOW, _long_term_power, _music_like_noise, _snr_db,
+                        skirt_or_cliff_power)
 
 from rtbwe import BandwidthExtender, skirt_model
 from rtbwe.bandwidth import _smooth_db, detect_bandwidth_hz
@@ -49,15 +50,7 @@ def test_learned_skirt_leaves_a_resamplers_cliff_that_passes_the_width_test_belo
     from rtbwe import skirt
 
     model = skirt_model.load_skirt_model("skirt-mlp")
-    freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
-
-    def power(edge_hz, cliff_at=None):
-        octaves = np.log2(np.maximum(freqs_hz, 1.0) / edge_hz)
-        gap_db = np.clip(72 * octaves, 0.0, 90.0)
-        if cliff_at is not None:
-            gap_db[freqs_hz >= cliff_at * edge_hz] = 120.0
-        return 10 ** (-gap_db / 10)[None]
-
+    power = skirt_or_cliff_power
     for edge_hz in (3800.0, 8000.0):
         cliff = power(edge_hz, cliff_at=1.16)
         assert skirt.has_skirt(_smooth_db(cliff)[0], edge_hz, SR, WINDOW)  # the width test
