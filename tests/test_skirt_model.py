@@ -45,9 +45,8 @@ def test_learned_skirt_leaves_a_resamplers_cliff_that_passes_the_width_test_belo
     """The boost's cliff rule holds for the learned estimate too (twentieth session; before,
     only the width test guarded it, and a resampled-via-8 kHz validation clip from 6 s went
     to -0.94 dB through default-scaled-learned-skirt, +0.02 with the rule): a resampler
-    detected a little under its
-    cliff is not boosted below BOOST_EDGE_BELOW_HZ; a filter's skirt at the same edge is, and
-    so is the cliff's shape at 12 kHz."""
+    detected a little under its cliff is not boosted below BOOST_EDGE_BELOW_HZ; a filter's
+    skirt at the same edge is, and so is the cliff's shape at 12 kHz."""
     from rtbwe import skirt
 
     model = skirt_model.load_skirt_model("skirt-mlp")
