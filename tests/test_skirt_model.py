@@ -47,13 +47,11 @@ def test_learned_skirt_leaves_a_resamplers_cliff_that_passes_the_width_test_belo
     to -0.94 dB through default-scaled-learned-skirt, +0.02 with the rule): a resampler
     detected a little under its cliff is not boosted below BOOST_EDGE_BELOW_HZ; a filter's
     skirt at the same edge is, and so is the cliff's shape at 12 kHz."""
-    from rtbwe import skirt
-
     model = skirt_model.load_skirt_model("skirt-mlp")
     power = skirt_or_cliff_power
     for edge_hz in (3800.0, 8000.0):
         cliff = power(edge_hz, cliff_at=1.16)
-        assert skirt.has_skirt(_smooth_db(cliff)[0], edge_hz, SR, WINDOW)  # the width test
+        assert has_skirt(_smooth_db(cliff)[0], edge_hz, SR, WINDOW)  # the width test
         assert not model.gain(cliff, np.array([edge_hz]), SR, WINDOW).any(), edge_hz
         assert model.gain(power(edge_hz), np.array([edge_hz]), SR, WINDOW).max() > 0.5
     assert model.gain(power(12000.0, cliff_at=1.16), np.array([12000.0]), SR,
