@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from rtbwe import filters
-from rtbwe.conditioning import WIDE_BANDS, SpectrumTracker
+from rtbwe.conditioning import WIDE_BANDS
+from rtbwe.tracker import SpectrumTracker
 from rtbwe.passband import DEFAULT_MAX_ADDED_RATIO, DetectedBandLock
 
 RATE, WINDOW, HOP = 48000, 1024, 512

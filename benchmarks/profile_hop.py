@@ -131,7 +131,7 @@ def profile(model: str, hops: int, warmup: int, signal: str, before: str | None 
 
 
 def _detects_at(tracker, frames_seen: int) -> bool:
-    from rtbwe.conditioning import DETECT_EVERY_FRAMES
+    from rtbwe.tracker import DETECT_EVERY_FRAMES
 
     return (frames_seen >= tracker.min_frames and
             (frames_seen - tracker.min_frames) % DETECT_EVERY_FRAMES == 0)

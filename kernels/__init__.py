@@ -68,7 +68,7 @@ def warm_up() -> None:
 
 
 def _warm_spectrum() -> None:
-    """The tracker's kernels at the types :class:`rtbwe.conditioning.SpectrumTracker` passes:
+    """The tracker's kernels at the types :class:`rtbwe.tracker.SpectrumTracker` passes:
     float32 frames, float64 state and outputs, complex128 spectra, read-only band geometry,
     float32 conditions."""
     rows, bins, bands = 2, 5, 3

@@ -1,4 +1,4 @@
-"""Numba kernels of the long-term spectrum tracker (:class:`rtbwe.conditioning.SpectrumTracker`).
+"""Numba kernels of the long-term spectrum tracker (:class:`rtbwe.tracker.SpectrumTracker`).
 
 Per streaming hop the tracker windows the new frame, takes its rfft (NumPy, between the
 first two kernels), adds its power to a decaying per-bin average, and from those powers makes
@@ -97,7 +97,7 @@ def window_contrast(power: np.ndarray, rows: int, cutoff_hz: np.ndarray,
 
     power: (>= rows, bins) float64 bin powers; cutoff_hz, reference_db: (>= rows,) float64;
     excess_db, below_power: (>= rows,) float64 outputs. As
-    :func:`rtbwe.conditioning.band_ratio_db`: with ``k`` the cutoff's bin (rounded, in
+    :func:`rtbwe.tracker.band_ratio_db`: with ``k`` the cutoff's bin (rounded, in
     [2, bins - 1]) and ``k_above = min(ceil(guard * k), bins - 1)``::
 
         below_power[r] = sum power[r, k // 2 : k]

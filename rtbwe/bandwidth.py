@@ -2,7 +2,7 @@
 
 A band-limited input (a low-pass, a resampler, a codec) holds nothing but a floor above some
 frequency; a full-band one does not. :func:`detect_bandwidth_hz` finds that frequency from the
-long-term per-bin power spectrum that the :class:`~rtbwe.conditioning.SpectrumTracker`
+long-term per-bin power spectrum that the :class:`~rtbwe.tracker.SpectrumTracker`
 keeps, so streaming and offline see the same estimate at every window. The processor then
 lets the network change only the band above it (:mod:`rtbwe.passband`), and leaves a
 full-band input untouched.

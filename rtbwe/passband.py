@@ -173,7 +173,7 @@ GATE_FULL_DB, GATE_OFF_DB = 10.0, 20.0  # window-vs-long-term excess: full gain 
 # card: on the test matrix it cost LSD-HF on most rows and left as many rows with clips worse
 ROLLOFF_GATE_DB = (-5.0, -9.0)
 # the dark gate's (full gain, no gain) thresholds on the long-term spectrum's octave below the
-# cutoff against its whole power (rtbwe.conditioning.octave_level_db): a passage that far down
+# cutoff against its whole power (rtbwe.tracker.octave_level_db): a passage that far down
 # at its cutoff has a missing band, if any, more than 40 dB under the music (the full-band
 # row's pass-through standard); the network's band and the skirt boost only risk making it
 # worse there (seventeenth session, docs/training.md)
@@ -199,7 +199,7 @@ class DetectedBandLock:
       (``rtbwe-train export --calibrate``);
     * a gate on new content: where the window holds clearly more above the cutoff than the
       long-term spectrum did at the detection that set the cutoff (``excess_db``: the
-      difference of their :func:`rtbwe.conditioning.band_ratio_db`, from the tracker), the
+      difference of their :func:`rtbwe.tracker.band_ratio_db`, from the tracker), the
       input is not band-limited there and is kept: gain 1 up to GATE_FULL_DB, 0 from
       GATE_OFF_DB, linear in dB between;
     * a level cap: the added band's power is at most ``max_added_ratio`` x the window's
@@ -211,7 +211,7 @@ class DetectedBandLock:
       DARK_GATE_DB[1], linear in dB between; it gates the skirt boost too;
     * optionally (``rolloff_gate_db = (full_db, off_db)``, a card's ``rolloff_gate_db``; off
       by default) a roll-off gate: where the long-term spectrum falls steeply into the cutoff
-      (:func:`rtbwe.conditioning.octave_rolloff_db`, the tracker's third contrast value), the
+      (:func:`rtbwe.tracker.octave_rolloff_db`, the tracker's third contrast value), the
       input is dark all the way down and its missing band holds almost nothing: gain 1 down
       to ``full_db``, 0 from ``off_db``, linear in dB between.
 

@@ -91,7 +91,7 @@ MIN_WIDTH = 0.12
 # and above had a passband falling faster than 14 dB per octave over its top (-14.2 to
 # -18.5; of the clips it helped there one fell 15.5, the others 12.8 or less), and the one
 # it made worse on a resampled row lost 20.7 dB from the octave below the cutoff to the one
-# under it (rtbwe.conditioning.octave_rolloff_db; other scaled clips: -18.7 and up)
+# under it (rtbwe.tracker.octave_rolloff_db; other scaled clips: -18.7 and up)
 DARK_ROLLOFF_DB = -15.0
 DARK_ABOVE_HZ = 7000.0
 DARK_SLOPE_DB_PER_OCTAVE = -14.0
@@ -285,7 +285,7 @@ class CutoffScaler:
         (:meth:`_dark`), and, with a card's ``max_edge_drop_db`` / ``max_shelf_drop_db``,
         not a resampler's cliff or a codec's shelf (:meth:`_cliff_or_shelf`)."""
         from .bandwidth import _smooth_db
-        from .conditioning import octave_rolloff_db
+        from .tracker import octave_rolloff_db
         from .skirt import has_skirt
 
         cutoff = np.asarray(cutoffs_hz[:rows], np.float64)

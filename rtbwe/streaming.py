@@ -1,6 +1,6 @@
 """The windowed data path: framing kernel -> engine (one batch) -> overlap-add kernel.
 
-Between framing and the engine, a :class:`~rtbwe.conditioning.SpectrumTracker` turns each
+Between framing and the engine, a :class:`~rtbwe.tracker.SpectrumTracker` turns each
 input window, in time order, into the long-term spectrum so far: the input's bandwidth
 (:mod:`rtbwe.bandwidth`) and, for a conditioned model, that window's condition. After the
 engine, a :class:`~rtbwe.passband.DetectedBandLock` keeps each window's input below its
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .conditioning import SpectrumTracker, check_layout
+from .conditioning import check_layout
+from .tracker import SpectrumTracker
 from .engine import InferenceEngine
 from .passband import DetectedBandLock
 from .rescale import CutoffScaler

@@ -12,6 +12,7 @@ from rtbwe.training import clip_conditions
 from rtbwe.training import config as config_mod
 from rtbwe.training.data import AudioPool, PairSampler, TrackSpectra
 from rtbwe.training.trainer import Trainer
+from rtbwe.tracker import SpectrumTracker, band_ratio_db, last_detection_frame
 
 SR = 48000
 W, H = 1024, 512
@@ -37,7 +38,7 @@ def _frames(x):
 def test_tracker_is_the_decayed_mean_of_frame_powers():
     x = _music(2.0)
     frames = _frames(x)
-    tracker = conditioning.SpectrumTracker(1, SR, W, H)
+    tracker = SpectrumTracker(1, SR, W, H)
     out = np.empty((len(frames), conditioning.NUM_BANDS), np.float32)
     for start in range(0, len(frames), 7):  # any grouping gives the same conditions
         chunk = frames[start:start + 7]
@@ -64,8 +65,8 @@ def test_tracker_kernels_equal_the_numpy_path_and_the_public_functions(bands):
                   filters.lowpass(_music(2.5, seed=2), SR, 11000, "butter", 8)])
     x[1, SR // 2:SR // 2 + 2000] *= 200.0  # far over the clip level for a while
     frames = np.stack([np.lib.stride_tricks.sliding_window_view(c, W)[::hop] for c in x])
-    fast = conditioning.SpectrumTracker(2, SR, W, hop, bands)
-    slow = conditioning.SpectrumTracker(2, SR, W, hop, bands)
+    fast = SpectrumTracker(2, SR, W, hop, bands)
+    slow = SpectrumTracker(2, SR, W, hop, bands)
     slow.kernels = reference
     rng = np.random.default_rng(0)
     start, detections, checked = 0, 0, 0
@@ -91,9 +92,9 @@ def test_tracker_kernels_equal_the_numpy_path_and_the_public_functions(bands):
                 fast.sums / fast.weights[:, None], cutoffs[last], bands, SR, W)
             np.testing.assert_allclose(out[last], expected, atol=1e-6)
         power = conditioning.full_bin_power(np.clip(batch, -8, 8))
-        ratio_db, below = conditioning.band_ratio_db(power, cutoffs, SR, W)
+        ratio_db, below = band_ratio_db(power, cutoffs, SR, W)
         reference_db = np.repeat(fast.reference_db, count)
-        if conditioning.last_detection_frame(start + count, SR, hop) <= start:  # none in here
+        if last_detection_frame(start + count, SR, hop) <= start:  # none in here
             np.testing.assert_allclose(contrast[0], ratio_db - reference_db, atol=1e-9)
             checked += 1
         np.testing.assert_allclose(contrast[1], below, rtol=1e-12)
@@ -137,7 +138,7 @@ def test_training_shortcut_matches_the_filtered_signal():
         got = spectra.condition(0, end, spec, 6000.0, np.random.default_rng(0),
                                 history_frames=last + 1)
         frames = _frames(filters.apply(x, SR, 6000.0, spec))[:last + 1]
-        tracker = conditioning.SpectrumTracker(1, SR, W, H)
+        tracker = SpectrumTracker(1, SR, W, H)
         out = np.empty((len(frames), conditioning.NUM_BANDS), np.float32)
         tracker.update(frames, len(frames), out)
         centres = conditioning.band_edges_hz()[:-1] + conditioning.BAND_WIDTH_HZ / 2
@@ -304,7 +305,7 @@ def test_a_stream_that_starts_mid_signal_leaves_no_click_in_the_long_term_spectr
     freqs_hz = np.fft.rfftfreq(W, 1 / SR)
     gaps = {}
     for context in (W - hop, 0):
-        tracker = conditioning.SpectrumTracker(1, SR, W, hop, 0, context_samples=context)
+        tracker = SpectrumTracker(1, SR, W, hop, 0, context_samples=context)
         frames = np.empty((8, W), np.float32)
         for first in range(0, 64, 8):
             kernels.frame_signal(padded, first * hop, hop, 8, frames)
@@ -314,3 +315,16 @@ def test_a_stream_that_starts_mid_signal_leaves_no_click_in_the_long_term_spectr
                                       / power[(freqs_hz > 8000) & (freqs_hz < 20000)].mean())
     assert gaps[W - hop] > 100.0, gaps
     assert gaps[0] < 75.0, gaps  # the click the fade removes
+
+
+def test_names_moved_to_the_tracker_module_still_import_from_conditioning():
+    """The tracker left rtbwe.conditioning for rtbwe.tracker (twenty-first session); code that
+    imported it from the old place gets the same objects, and a typo still raises."""
+    from rtbwe import tracker
+
+    for name in conditioning._MOVED:
+        assert getattr(conditioning, name) is getattr(tracker, name)
+    from rtbwe.conditioning import SpectrumTracker as old  # noqa: N813
+    assert old is SpectrumTracker
+    with pytest.raises(AttributeError, match="no attribute 'SpectrumTrackr'"):
+        conditioning.SpectrumTrackr  # noqa: B018

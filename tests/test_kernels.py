@@ -321,7 +321,8 @@ TRACKER_PROBE = """
 import numpy as np
 from numba.core.runtime import rtsys
 from rtbwe import kernels
-from rtbwe.conditioning import WIDE_BANDS, SpectrumTracker
+from rtbwe.conditioning import WIDE_BANDS
+from rtbwe.tracker import SpectrumTracker
 from rtbwe.kernels import spectrum
 kernels.warm_up()
 tracker = SpectrumTracker(1, 48000, 1024, 768, WIDE_BANDS)

@@ -6,8 +6,8 @@ from scipy import signal
 
 from helpers import random_tiny, stream_in_random_blocks
 from rtbwe import BandwidthExtender
-from rtbwe.conditioning import (band_ratio_db, full_bin_power, octave_level_db,
-                                octave_rolloff_db)
+from rtbwe.conditioning import full_bin_power
+from rtbwe.tracker import band_ratio_db, octave_level_db, octave_rolloff_db
 from rtbwe.passband import (DARK_GATE_DB, GATE_FULL_DB, GATE_OFF_DB, ROLLOFF_GATE_DB,
                             DetectedBandLock)
 
@@ -176,7 +176,7 @@ def test_new_wide_content_is_kept_not_replaced():
     """A dark start sets a low cutoff; when full-band content arrives, the windows until the
     next detection hold far more above the cutoff than the detection saw: the gate keeps
     them as they are instead of replacing their high band with the network's."""
-    from rtbwe.conditioning import DETECT_EVERY_FRAMES, min_history_frames
+    from rtbwe.tracker import DETECT_EVERY_FRAMES, min_history_frames
 
     hop = 512
     # the wide content starts two frames after a detection (frame index d = frames seen - 1):

@@ -14,7 +14,7 @@ from test_skirt import SR, _music_like_noise, _snr_db
 from rtbwe import BandwidthExtender, rescale
 from rtbwe.bandwidth import _smooth_db
 from rtbwe.card_lock import cutoff_scaling
-from rtbwe.conditioning import SpectrumTracker
+from rtbwe.tracker import SpectrumTracker
 from rtbwe.filters import lowpass
 from rtbwe.skirt import has_skirt
 from rtbwe.weights import WEIGHTS_DIR
@@ -246,7 +246,7 @@ def test_the_scalers_choice_is_made_at_detections_and_held(monkeypatch):
     """The scaler chooses its windows at the tracker's detections (every DETECT_EVERY_FRAMES
     frames) from that detection's spectrum, and the tracker holds the choice in between, as
     it holds the cutoff: one choice per channel per detection, not one per window."""
-    from rtbwe.conditioning import DETECT_EVERY_FRAMES
+    from rtbwe.tracker import DETECT_EVERY_FRAMES
 
     calls = []
     select = rescale.CutoffScaler.select

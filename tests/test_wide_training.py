@@ -11,6 +11,7 @@ from rtbwe.training import config as config_mod
 from rtbwe.training import degrade, matrix
 from rtbwe.training.data import AudioPool
 from rtbwe.training.trainer import Trainer
+from rtbwe.tracker import SpectrumTracker
 
 SR = 48000
 
@@ -66,7 +67,7 @@ def test_stream_state_equals_the_tracker():
     start = end - 1024 - (frames_total - 1) * 512
     frames = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(
         x[start:end], 1024)[::512][:frames_total])
-    tracker = conditioning.SpectrumTracker(1, SR, 1024, 512, conditioning.WIDE_BANDS)
+    tracker = SpectrumTracker(1, SR, 1024, 512, conditioning.WIDE_BANDS)
     out = np.zeros((frames_total, conditioning.WIDE_BANDS), np.float32)
     cutoffs = np.zeros(frames_total)
     tracker.update(frames, frames_total, out, cutoffs)

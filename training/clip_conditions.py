@@ -1,7 +1,7 @@
 """Conditions of whole clips, offline: what the trainer and validation give a conditioned model.
 
 The streaming processor draws each window's condition from the
-:class:`~rtbwe.conditioning.SpectrumTracker`'s long-term spectrum. Training draws the same
+:class:`~rtbwe.tracker.SpectrumTracker`'s long-term spectrum. Training draws the same
 vector from a clean clip's per-bin frame powers (:func:`signal_bin_power`, computed once per
 track) times a degradation filter's power response (:func:`filtered_band_power`), which is
 how the filtered signal's frame powers look, without filtering seconds of audio per segment;

@@ -14,7 +14,7 @@ gsm         10 %    pedalboard's ``GSMFullRateCompressor`` (8 kHz telephone code
 ==========  ======  ==================================================================
 
 A degradation is applied to the segment *and* to up to ``MAX_HISTORY_S`` of audio before it,
-and the :class:`~rtbwe.conditioning.SpectrumTracker` runs over all of it, so the segment's
+and the :class:`~rtbwe.tracker.SpectrumTracker` runs over all of it, so the segment's
 condition and detected bandwidth are exactly what the stream would have at the segment's end.
 The network is trained through the same lock as at inference (:func:`rtbwe.passband.
 lock_to_band`), from the detected bandwidth up to the target track's own bandwidth
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtbwe import conditioning, filters
+from rtbwe import conditioning, filters, tracker
 from rtbwe.bandwidth import extension_cutoff_hz
 
 MIN_CUTOFF_HZ, MAX_CUTOFF_HZ = 3000.0, 16000.0
@@ -163,7 +163,7 @@ def stream_state(degraded: np.ndarray, end_sample: int, sample_rate: int, bands:
     start = end_sample - window_samples - (frames_total - 1) * hop_samples
     padded = np.pad(degraded[max(start, 0):end_sample], (max(-start, 0), 0))
     frames = np.lib.stride_tricks.sliding_window_view(padded, window_samples)[::hop_samples]
-    frames = np.clip(frames[:frames_total], -conditioning.MAX_SAMPLE, conditioning.MAX_SAMPLE)
+    frames = np.clip(frames[:frames_total], -tracker.MAX_SAMPLE, tracker.MAX_SAMPLE)
     # the tracker's exponential average at a frame count, in one product
     decay = conditioning.decay_per_frame(sample_rate, hop_samples)
     frame_power = conditioning.full_bin_power(frames.astype(np.float32))
@@ -173,7 +173,7 @@ def stream_state(degraded: np.ndarray, end_sample: int, sample_rate: int, bands:
         return (weights @ frame_power[:count])[None] / weights.sum()
     power = average(len(frames))
     # the tracker detects every few frames and holds the value: use its latest detection
-    detected_at = conditioning.last_detection_frame(len(frames), sample_rate, hop_samples)
+    detected_at = tracker.last_detection_frame(len(frames), sample_rate, hop_samples)
     bandwidth = (detect_bandwidth_hz(average(detected_at), sample_rate, window_samples)
                  if detected_at else np.array([np.nan]))
     cutoff = extension_cutoff_hz(bandwidth, sample_rate)
