@@ -59,6 +59,24 @@ def test_draw_respects_the_target_bandwidth():
         assert d.band_limit_hz() <= 9000.0, d
 
 
+def test_fixed_cutoff_training_drops_targets_that_stop_below_the_cutoff():
+    """The 6 kHz task on mixed data keeps only tracks whose own bandwidth clears the cutoff
+    by TARGET_MARGIN: a recording that stops at 5 kHz would teach the network to add
+    nothing; with none left it says so."""
+    from rtbwe.training.trainer import targets_clearing_cutoff
+
+    bright = _broadband(2.0, 1)
+    dark = filters.lowpass(bright, SR, 5000.0, "cheby1", 8).astype(np.float32)
+    pool = AudioPool([bright, dark, bright], ["a", "dark", "c"], SR)
+    logged = []
+    kept = targets_clearing_cutoff(pool, 6000.0, logged.append)
+    assert kept.names == ["a", "c"] and len(kept.bandwidth_hz) == 2
+    assert min(kept.bandwidth_hz) * degrade.TARGET_MARGIN >= 6000.0
+    assert "1 of 3 training tracks left out" in logged[0]
+    with pytest.raises(ValueError, match="clears the 6000 Hz cutoff"):
+        targets_clearing_cutoff(AudioPool([dark], ["dark"], SR), 6000.0, logged.append)
+
+
 def test_stream_state_equals_the_tracker():
     x = filters.lowpass(_broadband(2.5, 1), SR, 7000, "cheby1", 8)
     end = 2 * SR + 333

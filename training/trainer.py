@@ -34,7 +34,7 @@ from rtbwe.weights import save_model
 
 from .config import TrainConfig, dump_toml
 from .corpus import manifest_hash
-from .degrade import WideSampler, track_bandwidths_hz
+from .degrade import TARGET_MARGIN, WideSampler, track_bandwidths_hz
 from .degrade import describe as describe_degradations
 from .wide import Prefetcher, WideValidation
 from .data import AudioPool, PairSampler, dataset_files, validation_clips
@@ -141,6 +141,26 @@ def validation_split(files: dict[str, list[Path]], log: Callable[[str], None]
     return train[:-held], train[-held:]
 
 
+def targets_clearing_cutoff(pool: AudioPool, cutoff_hz: float,
+                            log: Callable[[str], None]) -> AudioPool:
+    """The fixed-cutoff task (``degradations = "cutoff"``) on mixed data: only the tracks
+    whose own bandwidth (measured, :func:`rtbwe.training.degrade.track_bandwidths_hz`) lies
+    above ``cutoff_hz / TARGET_MARGIN``, as the wide task draws its band limits. A lossy
+    recording that stops at 7 kHz would teach a 6 kHz network to leave 7-24 kHz empty, and
+    one that stops below the cutoff to add nothing."""
+    bandwidth_hz = track_bandwidths_hz(pool.tracks, pool.sample_rate)
+    keep = [i for i, bw in enumerate(bandwidth_hz) if TARGET_MARGIN * bw >= cutoff_hz]
+    if not keep:
+        raise ValueError(f"no training track's own bandwidth clears the {cutoff_hz:.0f} Hz "
+                         f"cutoff (by {TARGET_MARGIN}); highest "
+                         f"{max(bandwidth_hz) / 1000:.1f} kHz")
+    if len(keep) < len(pool.tracks):
+        log(f"data: {len(pool.tracks) - len(keep)} of {len(pool.tracks)} training tracks "
+            f"left out: their own bandwidth is under {cutoff_hz / TARGET_MARGIN / 1000:.1f} kHz")
+    return AudioPool([pool.tracks[i] for i in keep], [pool.names[i] for i in keep],
+                     pool.sample_rate, [bandwidth_hz[i] for i in keep])
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] = print):
         self.cfg, self.run_dir, self.log = config, Path(run_dir), log
@@ -177,6 +197,8 @@ class Trainer:
             self.val = WideValidation(validation_clips(val, config.val_clip_seconds,
                                                        config.val_clips), config.sample_rate)
         else:
+            if config.extra_data:  # real recordings: no target synthesised above its own band
+                train = targets_clearing_cutoff(train, config.cutoff_hz, self.log)
             self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
                                        config.augment, seed=config.seed,
                                        cutoff_jitter=config.cutoff_jitter,
