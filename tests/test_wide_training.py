@@ -77,6 +77,27 @@ def test_fixed_cutoff_training_drops_targets_that_stop_below_the_cutoff():
         targets_clearing_cutoff(AudioPool([dark], ["dark"], SR), 6000.0, logged.append)
 
 
+def test_stretched_copies_move_every_frequency_by_their_factor():
+    """stretched_pool: a 1 kHz tone stretched by 1.5 is a 1.5 kHz tone, 1 / 1.5 as long; the
+    originals stay; a bad stretch setting is refused by the config."""
+    from rtbwe.training.config import from_dict
+    from rtbwe.training.data import stretched_pool
+
+    tone = np.sin(2 * np.pi * 1000.0 * np.arange(SR) / SR).astype(np.float32)
+    pool = stretched_pool(AudioPool([tone], ["tone"], SR), 1.5, 1.5, 2, seed=3)
+    assert pool.names == ["tone", "tone@x1.500", "tone@x1.500"]
+    copy = pool.tracks[1]
+    assert copy.dtype == np.float32 and abs(len(copy) - SR / 1.5) <= 2
+    spectrum = np.abs(np.fft.rfft(copy * np.hanning(len(copy))))
+    assert abs(np.argmax(spectrum) * SR / len(copy) - 1500.0) < 3.0
+    assert from_dict({"stretch": [0.6, 2, 2]}).stretch == (0.6, 2.0, 2.0)
+    for bad in ([0.6, 2], [2, 0.6, 1], [0.6, 2, 1.5], [0.1, 2, 1]):
+        with pytest.raises(ValueError, match="stretch"):
+            from_dict({"stretch": bad})
+    with pytest.raises(ValueError, match="cutoff task"):
+        from_dict({"stretch": [0.6, 2, 1], "degradations": "wide"})
+
+
 def test_stream_state_equals_the_tracker():
     x = filters.lowpass(_broadband(2.5, 1), SR, 7000, "cheby1", 8)
     end = 2 * SR + 333

@@ -274,6 +274,30 @@ class TrackSpectra:
         return conditioning.to_condition(band_power)
 
 
+def stretched_pool(pool: AudioPool, lowest: float, highest: float, copies: int,
+                   seed: int = 0) -> AudioPool:
+    """``pool`` plus ``copies`` stretched versions of each track: its frequencies multiplied
+    by a factor drawn log-uniformly in [lowest, highest] per copy (soxr, HQ: the track read
+    as if sampled at factor x its rate, so it plays ``1 / factor`` as long). Cutoff scaling
+    (:mod:`rtbwe.rescale`) hands a network trained at 6 kHz windows band-limited at ``e``
+    with their frequencies multiplied by ``6000 / e`` (0.6-2 for the default's 3-9.9 kHz):
+    music brighter or darker than any the corpus holds at its own rate. A copy keeps what
+    the resampler passes below Nyquist; its own bandwidth is measured again where it is
+    used (:func:`rtbwe.training.trainer.targets_clearing_cutoff`)."""
+    import soxr
+
+    rng = np.random.default_rng(seed)
+    tracks, names = list(pool.tracks), list(pool.names)
+    for _ in range(int(copies)):
+        for track, name in zip(pool.tracks, pool.names):
+            factor = float(np.exp(rng.uniform(np.log(lowest), np.log(highest))))
+            stretched = soxr.resample(track, pool.sample_rate * factor, pool.sample_rate, "HQ")
+            if len(stretched) > 0:
+                tracks.append(np.ascontiguousarray(stretched, np.float32))
+                names.append(f"{name}@x{factor:.3f}")
+    return AudioPool(tracks, names, pool.sample_rate)
+
+
 def validation_clips(pool: AudioPool, clip_seconds: float = 2.0, clips: int = 16,
                      seed: int = 1234) -> list[np.ndarray]:
     """A fixed set of (samples,) clips from a validation pool, loudest of 4 random tries each."""

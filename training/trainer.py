@@ -37,7 +37,7 @@ from .corpus import manifest_hash
 from .degrade import TARGET_MARGIN, WideSampler, track_bandwidths_hz
 from .degrade import describe as describe_degradations
 from .wide import Prefetcher, WideValidation
-from .data import AudioPool, PairSampler, dataset_files, validation_clips
+from .data import AudioPool, PairSampler, dataset_files, stretched_pool, validation_clips
 
 LOG_FIELDS = ["step", "seconds", "loss", "lr", "steps_per_s", "split",
               "seen_snr", "seen_dsnr", "seen_lsd", "seen_lsd_hf",
@@ -197,7 +197,13 @@ class Trainer:
             self.val = WideValidation(validation_clips(val, config.val_clip_seconds,
                                                        config.val_clips), config.sample_rate)
         else:
-            if config.extra_data:  # real recordings: no target synthesised above its own band
+            if config.stretch:  # the network of cutoff scaling: music at other rates too
+                train = stretched_pool(train, *config.stretch[:2], int(config.stretch[2]),
+                                       seed=config.seed)
+                self.log(f"data: {len(train.tracks)} tracks with the stretched copies "
+                         f"(x{config.stretch[0]:g}-{config.stretch[1]:g}), "
+                         f"{train.seconds / 60:.1f} min")
+            if config.extra_data or config.stretch:  # no target synthesised above its band
                 train = targets_clearing_cutoff(train, config.cutoff_hz, self.log)
             self.sampler = PairSampler(train, config.segment_samples, config.cutoff_hz,
                                        config.augment, seed=config.seed,
