@@ -66,10 +66,14 @@ def skirt_eq(value) -> bool:
 def skirt_model(value) -> str | None:
     """A card's ``skirt_model``: the name of a registered learned skirt estimate
     (:data:`rtbwe.skirt_model.SKIRT_MODELS`) that sets the boost in place of the passband's
-    trend; anything else (absent, or not a registered name) means the trend rule."""
+    trend, or ``"template-fit"`` (:mod:`rtbwe.skirt_shape`: the trend rule, deeper where the
+    skirt fits a filter's shape); anything else (absent, or not a registered name) means
+    the trend rule."""
     from .skirt_model import SKIRT_MODELS
+    from .skirt_shape import TEMPLATE_FIT
 
-    return value if isinstance(value, str) and value in SKIRT_MODELS else None
+    return (value if isinstance(value, str) and (value in SKIRT_MODELS or value == TEMPLATE_FIT)
+            else None)
 
 
 def cutoff_scaling(value) -> dict | None:

@@ -37,6 +37,7 @@ from .kernels.reference import ramp
 from .conditioning import condition_bands
 from .skirt import skirt_boost, skirt_responses
 from .skirt_model import load_skirt_model
+from .skirt_shape import TEMPLATE_FIT, template_fit
 
 DEFAULT_TAPS = 255  # about 0.5 kHz transition at 48 kHz with Kaiser beta 8 (-80 dB stopband)
 KAISER_BETA = 8.0
@@ -219,8 +220,9 @@ class DetectedBandLock:
     just above its cutoff where a gentle filter left the band attenuated but present
     (:mod:`rtbwe.skirt`, from the tracker's skirt gain per window), under the same gate on
     new content; the calibrated gains apply to the network's band only. ``skirt_model`` (a
-    card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`)
-    that the tracker then uses in place of :func:`rtbwe.skirt.skirt_gain`'s trend rule.
+    card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`),
+    or ``"template-fit"`` (:mod:`rtbwe.skirt_shape`), that the tracker then uses in place of
+    :func:`rtbwe.skirt.skirt_gain`'s trend rule.
     ``cutoff_scaling`` (a card's ``cutoff_scaling``, :mod:`rtbwe.rescale`) is carried for
     the window path: the network then runs on windows resampled to put their cutoff at its
     ``target_hz``.
@@ -243,9 +245,11 @@ class DetectedBandLock:
         self.max_added_ratio = None if max_added_ratio is None else float(max_added_ratio)
         self.gate = gate
         self.skirt_eq = bool(skirt_eq)
-        # the boost's estimate: a learned one (rtbwe.skirt_model) by name, else the trend rule
-        self.skirt_estimator = (load_skirt_model(skirt_model) if self.skirt_eq and skirt_model
-                                else None)
+        # the boost's estimate: the template fit (rtbwe.skirt_shape) or a learned one
+        # (rtbwe.skirt_model) by name, else the trend rule
+        self.skirt_estimator = (None if not (self.skirt_eq and skirt_model)
+                                else template_fit() if skirt_model == TEMPLATE_FIT
+                                else load_skirt_model(skirt_model))
         self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum
         # carried for rtbwe.streaming.WindowPath, which runs the network through a
         # rtbwe.rescale.CutoffScaler with these settings (the lock itself does not use them)

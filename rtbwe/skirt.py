@@ -182,6 +182,23 @@ def passband_slope_db_per_octave(level_db: np.ndarray, edge_hz: float, sample_ra
     return _trend_fit(level_db, log_f, lo, hi)[0] * np.log(2.0)
 
 
+def trend_gap_db(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
+                 edge_hz: float) -> np.ndarray | None:
+    """(bins,) how far each bin of a row of smoothed dB levels lies below the passband's
+    trend: a line in (log f, dB) fitted over TREND_SPAN x ``edge_hz``, its slope clamped to
+    [-TREND_MAX_SLOPE_DB_PER_OCTAVE, 0] dB per octave; None where that span holds fewer
+    than 3 bins."""
+    lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
+    hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
+    if hi - lo < 3:
+        return None
+    slope, _ = _trend_fit(level_db, log_f, lo, hi)
+    slope = min(max(slope, -TREND_MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
+    x, y = log_f[lo:hi], level_db[lo:hi]
+    intercept = float(y.mean()) - slope * float(x.mean())
+    return intercept + slope * log_f - level_db
+
+
 def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edge_hz: float,
                min_width: float = MIN_WIDTH, span_floor_db: float = FLOOR_GAP_DB
                ) -> tuple[int, np.ndarray] | None:
@@ -192,16 +209,11 @@ def _skirt_gap(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, ed
     fit a trend. Those tests take the floor at FLOOR_GAP_DB; the span returned ends at the
     first bin more than ``span_floor_db`` (>= FLOOR_GAP_DB) below the trend, and by
     (1 + MAX_WIDTH) x the bandwidth."""
-    lo = int(np.searchsorted(freqs_hz, TREND_SPAN[0] * edge_hz))
-    hi = int(np.searchsorted(freqs_hz, TREND_SPAN[1] * edge_hz, side="right"))
-    if hi - lo < 3:
+    gap_db = trend_gap_db(level_db, freqs_hz, log_f, edge_hz)
+    if gap_db is None:
         return None
-    slope, _ = _trend_fit(level_db, log_f, lo, hi)
-    slope = min(max(slope, -TREND_MAX_SLOPE_DB_PER_OCTAVE / np.log(2.0)), 0.0)
-    x, y = log_f[lo:hi], level_db[lo:hi]
-    intercept = float(y.mean()) - slope * float(x.mean())
     first = int(np.searchsorted(freqs_hz, edge_hz))
-    gap_db = intercept + slope * log_f[first:] - level_db[first:]
+    gap_db = gap_db[first:]
     floor = gap_db > FLOOR_GAP_DB
     count = int(np.argmax(floor)) if floor.any() else len(gap_db)
     if count == 0 or freqs_hz[first + count - 1] - edge_hz < min_width * edge_hz:
