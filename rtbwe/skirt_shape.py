@@ -49,6 +49,11 @@ MIN_FIT_BINS = 6            # a skirt narrower than this many bins is not fitted
 MAX_FIT_RMS_DB = 2.0        # a fit this close, RMS over the skirt, is taken
 MAX_FIT_BOOST_DB = 30.0
 FC_SHIFT = 0.03             # the boost's filter sits this fraction above the fitted cutoff
+# not on the windows the cutoff scaler runs (rtbwe.rescale): its network restores the skirt
+# too, and with a boost this deep on top (validation, Butterworth / Chebyshev-1 6 and 8 kHz
+# from 0 and 6 s) 7 clip-rows lost 0.4-3.3 dB against the trend rule (4 at a cutoff 5 % above
+# the fit, 3 at 8 %, none with the scaled windows left to the trend rule)
+FIT_SCALED_WINDOWS = False
 CUTOFF_RATIOS = np.exp(np.linspace(np.log(0.75), np.log(1.35), 61))  # fc / bandwidth tried
 TEMPLATE_SPAN = (0.5, 3.0)  # f / fc covered by the templates (0 dB below, 200 dB above)
 TEMPLATE_POINTS = 600       # log-spaced
@@ -89,8 +94,14 @@ def fit_skirt(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edg
     (template index, cutoff in Hz, RMS error in dB), or None where the passband is too
     narrow for a trend or the skirt spans fewer than MIN_FIT_BINS bins."""
     gap_db = trend_gap_db(level_db, freqs_hz, log_f, edge_hz)
-    if gap_db is None:
-        return None
+    fit = None if gap_db is None else _fit(gap_db, freqs_hz, edge_hz)
+    return None if fit is None else fit[:3]
+
+
+def _fit(gap_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float
+         ) -> tuple[int, float, float, int] | None:
+    """:func:`fit_skirt` on a row's gap below its trend (bins,), plus the bin where the
+    skirt reaches its floor (the fit's end)."""
     first = int(np.searchsorted(freqs_hz, FIT_FROM * edge_hz))
     floor = np.flatnonzero(gap_db[first:] > FIT_FLOOR_GAP_DB)
     last = first + (int(floor[0]) if floor.size else len(gap_db) - first)
@@ -103,7 +114,7 @@ def fit_skirt(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edg
                            FIT_FLOOR_GAP_DB + 5.0)          # (templates, cutoffs, n)
     rms = np.sqrt(np.mean((predicted - gap_db[first:last]) ** 2, axis=-1))
     k, c = np.unravel_index(int(np.argmin(rms)), rms.shape)
-    return int(k), float(CUTOFF_RATIOS[c] * edge_hz), float(rms[k, c])
+    return int(k), float(CUTOFF_RATIOS[c] * edge_hz), float(rms[k, c]), last
 
 
 def fitted_boost_db(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
@@ -112,14 +123,11 @@ def fitted_boost_db(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarra
     MAX_FIT_RMS_DB) gives a row: its filter's inverse at FC_SHIFT above the fitted cutoff,
     from BOOST_FROM x ``edge_hz`` to the skirt's floor, at most MAX_FIT_BOOST_DB; None
     without a close fit."""
-    fit = fit_skirt(level_db, freqs_hz, log_f, edge_hz)
+    gap_db = trend_gap_db(level_db, freqs_hz, log_f, edge_hz)
+    fit = None if gap_db is None else _fit(gap_db, freqs_hz, edge_hz)
     if fit is None or fit[2] > MAX_FIT_RMS_DB:
         return None
-    k, cutoff_hz, _ = fit
-    gap_db = trend_gap_db(level_db, freqs_hz, log_f, edge_hz)
-    first = int(np.searchsorted(freqs_hz, FIT_FROM * edge_hz))
-    floor = np.flatnonzero(gap_db[first:] > FIT_FLOOR_GAP_DB)
-    last = first + (int(floor[0]) if floor.size else len(gap_db) - first)
+    k, cutoff_hz, _, last = fit
     boost = np.zeros(len(freqs_hz))
     start = int(np.searchsorted(freqs_hz, BOOST_FROM * edge_hz))
     boost[start:last] = np.minimum(_attenuation_db(
@@ -132,17 +140,23 @@ class TemplateFit:
     interface: the tracker calls :meth:`gain` at each detection."""
 
     name = TEMPLATE_FIT
+    takes_scaled = True  # the tracker passes the cutoff scaler's choice (gain's ``scaled``)
 
     def gain(self, power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
-             window_samples: int) -> np.ndarray:
+             window_samples: int, scaled: np.ndarray | None = None) -> np.ndarray:
         """Long-term powers (rows, window_samples // 2 + 1) and (rows,) detected bandwidths ->
         (rows, bins) float64 amplitude gain minus 1 (0: leave the bin), as
-        :func:`rtbwe.skirt.skirt_gain`, whose gain it starts from and never lowers."""
+        :func:`rtbwe.skirt.skirt_gain`, whose gain it starts from and never lowers.
+        ``scaled`` (rows,) bool: the rows the cutoff scaler runs; unless FIT_SCALED_WINDOWS,
+        they keep the trend rule's gain."""
         power = np.atleast_2d(np.asarray(power, dtype=np.float64))
         out = skirt_gain(power, bandwidth_hz, sample_rate, window_samples)
         edge_hz = np.asarray(bandwidth_hz, dtype=np.float64).reshape(-1)
-        rows = np.flatnonzero(out.any(axis=1) & (edge_hz >= FIT_FROM_HZ)
-                              & (edge_hz < FULL_BAND_FRACTION * sample_rate / 2))
+        fitted = out.any(axis=1) & (edge_hz >= FIT_FROM_HZ) & (
+            edge_hz < FULL_BAND_FRACTION * sample_rate / 2)
+        if scaled is not None and not FIT_SCALED_WINDOWS:
+            fitted &= ~np.asarray(scaled, bool)
+        rows = np.flatnonzero(fitted)
         if rows.size == 0:
             return out
         freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))

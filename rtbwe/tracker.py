@@ -343,14 +343,19 @@ class SpectrumTracker:
         self.kernels.window_contrast(at_due, len(found), extension_cutoff_hz(
             found, self.sample_rate), np.zeros(len(found)), self.sample_rate /
             self.window_samples, self.nyquist_hz, CONTRAST_GUARD, found_db, below)
-        estimate = skirt_gain if self.skirt_estimator is None else self.skirt_estimator.gain
-        skirt = (None if skirts is None else estimate(
-            at_due, found, self.sample_rate, self.window_samples).reshape(channels, len(due), -1))
         chosen = None
         if scaled is not None:
             chosen = (np.zeros(len(found), bool) if self.scale_selector is None else
                       np.asarray(self.scale_selector(at_due, extension_cutoff_hz(
                           found, self.sample_rate)), bool)).reshape(channels, -1)
+        skirt = None
+        if skirts is not None:
+            estimate = skirt_gain if self.skirt_estimator is None else self.skirt_estimator.gain
+            # an estimate that treats the cutoff scaler's windows apart is told which they are
+            extra = ({"scaled": chosen.reshape(-1)} if chosen is not None and
+                     getattr(self.skirt_estimator, "takes_scaled", False) else {})
+            skirt = estimate(at_due, found, self.sample_rate, self.window_samples,
+                             **extra).reshape(channels, len(due), -1)
         found, found_db = found.reshape(channels, -1), found_db.reshape(channels, -1)
         bandwidth = np.empty((channels, num_frames))
         held_db = reference_db.reshape(channels, num_frames)

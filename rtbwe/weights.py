@@ -45,11 +45,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # gentle filter's windows at 5-9.9 kHz through the 6 kHz network's half-width student, the
 # skirt boost kept: +0.7-0.9 dB at 6 and 8 kHz); since the eighteenth from 3 kHz
 # (default-scaled-above-3k: the scaled band at 0.6 below 5 kHz, GSM's shelf left alone:
-# +0.6-0.9 dB more at 3.5 and 4 kHz on the test split); `fast` names the weights alone (no
-# scaling). The earlier models are kept under their names (arunet-small-6k is the paper's
-# recipe).
-SHIPPED = {"default": "default-scaled-above-3k",
+# +0.6-0.9 dB more at 3.5 and 4 kHz on the test split); since the twenty-first with the skirt
+# boost's template fit (default-template-fit, rtbwe.skirt_shape: +0.8-1.2 dB on Butterworth
+# 11-14 kHz, +0.25-0.3 on Chebyshev-1); `fast` names the weights alone (no scaling). The
+# earlier models are kept under their names (arunet-small-6k is the paper's recipe).
+SHIPPED = {"default": "default-template-fit",
            "fast": "arunet-small-half-wide-spectral",
+           "default-template-fit": "default-template-fit",
+           # the eighteenth session's default: the trend rule's skirt boost alone
            "default-scaled-above-3k": "default-scaled-above-3k",
            # the seventeenth session's default: scaling from 5 kHz only, no shelf test
            "default-scaled-above-5k": "default-scaled-above-5k",

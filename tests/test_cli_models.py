@@ -24,7 +24,7 @@ def test_models_lists_shipped_cards_and_no_test_networks_without_running_a_netwo
     monkeypatch.setattr(models, "macs_per_second", refuse)
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("default = default-scaled-above-3k", "fast = arunet-small-half-wide-spectral",
+    for name in ("default = default-template-fit", "fast = arunet-small-half-wide-spectral",
                  "arunet-small-wide",
                  "arunet-small-cond-6k", "arunet-small-6k",
                  "ΔSNR +6.47", "band-limited anywhere from 3 to 16 kHz",
@@ -45,5 +45,5 @@ def test_bench_times_the_shipped_default_model_by_default(monkeypatch, capsys):
     assert cli.main(["bench", "--backends", "eager", "--threads", "1", "--seconds", "0.1"]) == 0
     assert built == ["default"]
     out = capsys.readouterr().out
-    assert ("default: shipped weights default-scaled-above-3k, conditioned on the "
+    assert ("default: shipped weights default-template-fit, conditioned on the "
             "long-term") in out

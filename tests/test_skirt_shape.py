@@ -72,6 +72,9 @@ def test_a_filters_skirt_comes_back_closer_than_by_the_trend_rule(family, cutoff
     trend = skirt_gain(power, edge_hz, SR, WINDOW)[0]
     fitted = TemplateFit().gain(power, edge_hz, SR, WINDOW)[0]
     assert trend.any() and np.all(fitted >= trend - 1e-12)
+    # a window the cutoff scaler runs keeps the trend rule's boost (FIT_SCALED_WINDOWS)
+    np.testing.assert_array_equal(
+        TemplateFit().gain(power, edge_hz, SR, WINDOW, scaled=np.array([True]))[0], trend)
     assert 20 * np.log10(1 + fitted.max()) <= MAX_FIT_BOOST_DB + 1e-9
     freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
     boosted = fitted > trend
@@ -119,3 +122,21 @@ def test_a_card_names_the_fit_and_streams_as_it_runs_offline():
     lag = bwe.latency_samples
     streamed = stream_in_random_blocks(bwe, np.pad(x, ((0, 0), (0, lag))), SR)[:, lag:]
     np.testing.assert_allclose(streamed, outputs[TEMPLATE_FIT], atol=1e-5)
+
+
+def test_the_default_fits_an_unscaled_skirt_and_leaves_scaled_windows_to_the_trend_rule():
+    """The shipped default (default-template-fit) against the eighteenth session's default
+    (default-scaled-above-3k, the trend rule alone): a Butterworth 6 at 11 kHz (beyond the
+    cutoff scaler's reach) comes back closer; at 6 kHz, where the scaler runs every window
+    once the bandwidth is known, the output is the same to the bit."""
+    ref = _music_like_noise(4.0, 11)
+    tail = slice(2 * SR, None)
+    outputs = {}
+    for cutoff_hz in (11000, 6000):
+        x = lowpass(ref, SR, cutoff_hz, "butter", 6).astype(np.float32)
+        for card in ("default", "default-scaled-above-3k"):
+            outputs[cutoff_hz, card] = BandwidthExtender(card, num_threads=1).process(x, SR)
+    fitted, trend = outputs[11000, "default"], outputs[11000, "default-scaled-above-3k"]
+    assert _snr_db(ref[tail], fitted[tail]) > _snr_db(ref[tail], trend[tail]) + 0.3
+    np.testing.assert_array_equal(outputs[6000, "default"],
+                                  outputs[6000, "default-scaled-above-3k"])

@@ -35,12 +35,13 @@ def test_default_and_fast_name_the_student_trained_with_a_spectral_term(student)
     """Since the ninth session the default is a half-width student too: the shipped student
     trained on with a log-spectral term (training/configs/arunet-small-half-wide-spectral3.toml);
     `fast` names the same weights (since the seventeenth session without the default's cutoff
-    scaling: from 5 kHz then, from 3 kHz since the eighteenth), and the earlier ones stay
-    under their names."""
+    scaling: from 5 kHz then, from 3 kHz since the eighteenth; the skirt boost's template fit
+    since the twenty-first), and the earlier ones stay under their names."""
     default, fast = load_model("default"), load_model("fast")
     assert default.card["sha256"] == fast.card["sha256"] != student.card["sha256"]
     assert fast.card["name"] == "arunet-small-half-wide-spectral"
-    assert default.card["name"] == "default-scaled-above-3k"
+    assert default.card["name"] == "default-template-fit"
+    assert default.card["skirt_model"] == "template-fit"
     assert default.card["cutoff_scaling"]["min_cutoff_hz"] == 3000.0
     assert default.card["cutoff_scaling"]["max_shelf_drop_db"] == 30.0
     assert "cutoff_scaling" not in fast.card

@@ -91,7 +91,8 @@ def test_stretched_copies_move_every_frequency_by_their_factor():
     spectrum = np.abs(np.fft.rfft(copy * np.hanning(len(copy))))
     assert abs(np.argmax(spectrum) * SR / len(copy) - 1500.0) < 3.0
     assert from_dict({"stretch": [0.6, 2, 2]}).stretch == (0.6, 2.0, 2.0)
-    for bad in ([0.6, 2], [2, 0.6, 1], [0.6, 2, 1.5], [0.1, 2, 1]):
+    assert from_dict({"stretch": []}).stretch == ()
+    for bad in ([0.6, 2], [2, 0.6, 1], [0.6, 2, 1.5], [0.1, 2, 1], 3, "0.6", [0.6, "2", 1]):
         with pytest.raises(ValueError, match="stretch"):
             from_dict({"stretch": bad})
     with pytest.raises(ValueError, match="cutoff task"):

@@ -86,14 +86,16 @@ def _coerce(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["extra_data"] = tuple(str(p) for p in cfg["extra_data"])
     if cfg.get("degradations", "cutoff") not in ("cutoff", "wide"):
         raise ValueError(f"degradations must be 'cutoff' or 'wide', got {cfg['degradations']!r}")
-    if cfg.get("stretch"):
-        stretch = tuple(float(v) for v in cfg["stretch"])
-        if not (len(stretch) == 3 and 0.25 <= stretch[0] <= stretch[1] <= 4.0
+    if "stretch" in cfg:
+        raw = cfg["stretch"]
+        stretch = (tuple(float(v) for v in raw) if isinstance(raw, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw) else None)
+        if stretch is None or stretch and not (len(stretch) == 3 and 0.25 <= stretch[0] <= stretch[1] <= 4.0
                 and stretch[2] == int(stretch[2]) and 1 <= stretch[2] <= 8):
             raise ValueError("stretch is [lowest factor, highest factor, copies] with factors "
                              f"in [0.25, 4] and 1-8 copies, got {cfg['stretch']!r}")
         cfg["stretch"] = stretch
-        if cfg.get("degradations") == "wide":
+        if stretch and cfg.get("degradations") == "wide":
             raise ValueError("stretch is for the cutoff task (degradations = 'cutoff'), the "
                              "network that cutoff scaling runs")
     if "betas" in cfg:
