@@ -55,6 +55,12 @@ FC_SHIFT = 0.03             # the boost's filter sits this fraction above the fi
 # the fit, 3 at 8 %, none with the scaled windows left to the trend rule)
 FIT_SCALED_WINDOWS = False
 CUTOFF_RATIOS = np.exp(np.linspace(np.log(0.75), np.log(1.35), 61))  # fc / bandwidth tried
+# the fit in two passes (a detection must stay cheap): every template at every 3rd cutoff,
+# then the 6 best at every cutoff within a step of their best. On 2,459 validation spectra
+# (filter rows at 6-14 kHz, out-of-template filters, MP3, resampled) it picks what trying
+# every template at every cutoff picks on every one (4 ms -> 1.2 ms per fit at 11 kHz)
+COARSE_STEP = 3
+REFINE_TEMPLATES = 6
 TEMPLATE_SPAN = (0.5, 3.0)  # f / fc covered by the templates (0 dB below, 200 dB above)
 TEMPLATE_POINTS = 600       # log-spaced
 TEMPLATE_MAX_DB = 200.0
@@ -101,20 +107,38 @@ def fit_skirt(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray, edg
 def _fit(gap_db: np.ndarray, freqs_hz: np.ndarray, edge_hz: float
          ) -> tuple[int, float, float, int] | None:
     """:func:`fit_skirt` on a row's gap below its trend (bins,), plus the bin where the
-    skirt reaches its floor (the fit's end)."""
+    skirt reaches its floor (the fit's end). Two passes: every template at every
+    COARSE_STEP-th cutoff, then the REFINE_TEMPLATES best templates at every cutoff within a
+    coarse step of their best."""
     first = int(np.searchsorted(freqs_hz, FIT_FROM * edge_hz))
     floor = np.flatnonzero(gap_db[first:] > FIT_FLOOR_GAP_DB)
     last = first + (int(floor[0]) if floor.size else len(gap_db) - first)
     if last - first < MIN_FIT_BINS:
         return None
-    ratio = freqs_hz[first:last] / edge_hz                  # (n,)
-    candidates = ratio[None, :] / CUTOFF_RATIOS[:, None]     # (cutoffs, n)
-    count = len(TEMPLATE_FILTERS)
-    predicted = np.minimum(_attenuation_db(np.arange(count)[:, None, None], candidates[None]),
-                           FIT_FLOOR_GAP_DB + 5.0)          # (templates, cutoffs, n)
-    rms = np.sqrt(np.mean((predicted - gap_db[first:last]) ** 2, axis=-1))
-    k, c = np.unravel_index(int(np.argmin(rms)), rms.shape)
-    return int(k), float(CUTOFF_RATIOS[c] * edge_hz), float(rms[k, c]), last
+    ratio, target = freqs_hz[first:last] / edge_hz, gap_db[first:last]
+    coarse = np.arange(0, len(CUTOFF_RATIOS), COARSE_STEP)
+    rms = _rms(np.arange(len(TEMPLATE_FILTERS)), coarse, ratio, target)
+    best = (np.inf, 0, 0)
+    for k in np.argsort(rms.min(axis=1))[:REFINE_TEMPLATES]:
+        centre = int(coarse[int(np.argmin(rms[k]))])
+        fine = np.arange(max(centre - COARSE_STEP + 1, 0),
+                         min(centre + COARSE_STEP, len(CUTOFF_RATIOS)))
+        fine_rms = _rms(np.array([k]), fine, ratio, target)[0]
+        c = int(np.argmin(fine_rms))
+        if fine_rms[c] < best[0]:
+            best = (float(fine_rms[c]), int(k), int(fine[c]))
+    return best[1], float(CUTOFF_RATIOS[best[2]] * edge_hz), best[0], last
+
+
+def _rms(which: np.ndarray, cutoffs: np.ndarray, ratio: np.ndarray, target_db: np.ndarray
+         ) -> np.ndarray:
+    """(templates, cutoffs) RMS dB error of templates ``which`` at CUTOFF_RATIOS[``cutoffs``]
+    against the gap ``target_db`` at f / bandwidth ``ratio`` (each (n,)); the templates are
+    held at FIT_FLOOR_GAP_DB + 5 dB, as the gap is fitted only down to its floor."""
+    candidates = ratio[None, :] / CUTOFF_RATIOS[cutoffs][:, None]         # (cutoffs, n)
+    predicted = np.minimum(_attenuation_db(which[:, None, None], candidates[None]),
+                           FIT_FLOOR_GAP_DB + 5.0)                      # (which, cutoffs, n)
+    return np.sqrt(np.mean((predicted - target_db) ** 2, axis=-1))
 
 
 def fitted_boost_db(level_db: np.ndarray, freqs_hz: np.ndarray, log_f: np.ndarray,
