@@ -17,10 +17,14 @@ zero-phase responses of :mod:`rtbwe.filters`, each as a function of f / fc) are 
 cutoffs ``fc`` of 0.75-1.35 x ``e``. Where the best one's RMS error is under
 MAX_FIT_RMS_DB, the row is boosted by that filter's inverse, taken at a cutoff FC_SHIFT above
 the fitted one (a steep skirt's inverse is sensitive to its cutoff: 3 % is about 4 dB on a
-zero-phase Butterworth 6's asymptote), from FIT_FROM x ``e`` to where the skirt reaches its
-floor, by at most MAX_FIT_BOOST_DB. Only at bandwidths from FIT_FROM_HZ: below it, music
+zero-phase Butterworth 6's asymptote), from BOOST_FROM x ``e`` to where the skirt reaches
+its floor, by at most MAX_FIT_BOOST_DB. Only at bandwidths from FIT_FROM_HZ: below it, music
 whose own spectrum falls just above the cutoff fitted a filter 3-18 % below the true one on
-the validation split and was boosted by up to 9 dB too much.
+the validation split and was boosted by up to 9 dB too much. Nor on the windows the cutoff
+scaler (:mod:`rtbwe.rescale`) runs (FIT_SCALED_WINDOWS): its network restores the skirt
+itself, and the fit's boost on top of it doubled the band on some clips; those keep the trend
+rule's boost. The templates are designed at 6 kHz: a digital filter's shape in f / fc moves a
+little with its cutoff (the bilinear transform), which the 2 dB RMS limit absorbs.
 
 A card names it as its ``skirt_model``: ``"template-fit"`` (:data:`TEMPLATE_FIT`; no weights
 file). Its cost is one vectorised fit per detection (every 8th hop), not per hop.

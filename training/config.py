@@ -88,10 +88,14 @@ def _coerce(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"degradations must be 'cutoff' or 'wide', got {cfg['degradations']!r}")
     if "stretch" in cfg:
         raw = cfg["stretch"]
-        stretch = (tuple(float(v) for v in raw) if isinstance(raw, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw) else None)
-        if stretch is None or stretch and not (len(stretch) == 3 and 0.25 <= stretch[0] <= stretch[1] <= 4.0
-                and stretch[2] == int(stretch[2]) and 1 <= stretch[2] <= 8):
+        numbers = isinstance(raw, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+        stretch = tuple(float(v) for v in raw) if numbers else None
+        valid = stretch == () or (
+            stretch is not None and len(stretch) == 3
+            and 0.25 <= stretch[0] <= stretch[1] <= 4.0
+            and stretch[2] == int(stretch[2]) and 1 <= stretch[2] <= 8)
+        if not valid:
             raise ValueError("stretch is [lowest factor, highest factor, copies] with factors "
                              f"in [0.25, 4] and 1-8 copies, got {cfg['stretch']!r}")
         cfg["stretch"] = stretch
