@@ -37,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import filters
-from .bandwidth import FULL_BAND_FRACTION, _smooth_db
+from .bandwidth import _smooth_db
 from .skirt import _grid, skirt_gain, trend_gap_db
 
 TEMPLATE_FIT = "template-fit"  # a card's skirt_model naming this estimate
@@ -180,8 +180,8 @@ class TemplateFit:
         power = np.atleast_2d(np.asarray(power, dtype=np.float64))
         out = skirt_gain(power, bandwidth_hz, sample_rate, window_samples)
         edge_hz = np.asarray(bandwidth_hz, dtype=np.float64).reshape(-1)
-        fitted = out.any(axis=1) & (edge_hz >= FIT_FROM_HZ) & (
-            edge_hz < FULL_BAND_FRACTION * sample_rate / 2)
+        # rows the trend rule boosts are band-limited, known and not silent already
+        fitted = out.any(axis=1) & (edge_hz >= FIT_FROM_HZ)
         if scaled is not None and not FIT_SCALED_WINDOWS:
             fitted &= ~np.asarray(scaled, bool)
         rows = np.flatnonzero(fitted)

@@ -9,8 +9,10 @@ powers (time constant ``rtbwe.conditioning.TIME_CONSTANT_S``), and from it, per 
 - the input's bandwidth (:func:`rtbwe.bandwidth.detect_bandwidth_hz`), re-detected every
   DETECT_EVERY_FRAMES frames once MIN_HISTORY_S of audio has been seen and held in between,
   at the same stream positions in streaming and offline, so streaming equals offline;
-- at each detection, when asked: the skirt gain (:mod:`rtbwe.skirt`, or a card's learned
-  estimate) and a cutoff scaler's choice (:meth:`rtbwe.rescale.CutoffScaler.select`);
+- at each detection, when asked: a cutoff scaler's choice
+  (:meth:`rtbwe.rescale.CutoffScaler.select`) and the skirt gain (:mod:`rtbwe.skirt`, or a
+  card's estimate: :mod:`rtbwe.skirt_model`, :mod:`rtbwe.skirt_shape`, which is told the
+  scaler's choice);
 - the window measures the detected-band lock gates on (:func:`band_ratio_db`'s excess over
   the detection's, :func:`octave_rolloff_db`, :func:`octave_level_db`).
 
@@ -50,7 +52,6 @@ def last_detection_frame(frames_seen: int, sample_rate: int, hop_samples: int) -
     if frames_seen < first:
         return 0
     return first + (frames_seen - first) // DETECT_EVERY_FRAMES * DETECT_EVERY_FRAMES
-
 
 
 CONTRAST_GUARD = 1.1  # "above the cutoff" starts this far above it (past the filter's edge)
