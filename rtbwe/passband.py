@@ -246,8 +246,10 @@ class DetectedBandLock:
         self.gate = gate
         self.skirt_eq = bool(skirt_eq)
         # the boost's estimate: the template fit (rtbwe.skirt_shape) or a learned one
-        # (rtbwe.skirt_model) by name, else the trend rule
+        # (rtbwe.skirt_model) by name, else the trend rule; an object with SkirtModel's
+        # ``gain`` is used as is (evaluation: rtbwe.training.skirt_oracle)
         self.skirt_estimator = (None if not (self.skirt_eq and skirt_model)
+                                else skirt_model if hasattr(skirt_model, "gain")
                                 else template_fit() if skirt_model == TEMPLATE_FIT
                                 else load_skirt_model(skirt_model))
         self._skirt_cache: dict[bytes, np.ndarray] = {}  # skirt gain -> FIR spectrum

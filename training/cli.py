@@ -166,9 +166,12 @@ def _eval_matrix(args: argparse.Namespace) -> int:
             bwe = BandwidthExtender(model_arg, num_threads=args.threads, passband=args.passband,
                                     keep_below_hz=args.keep_below_hz, **mode.options())
             results = evaluate_matrix(bwe, clips, progress=lambda m: print(f"  {key}: {m}",
-                                                                           flush=True))
+                                                                           flush=True),
+                                      skirt_oracle=args.skirt_oracle)
             report[key] = [r.as_dict() for r in results]
-            tables.append(markdown_table(results, f"{model_arg} (passband={args.passband}, "
+            oracle = ", filter rows with the skirt oracle" if args.skirt_oracle else ""
+            tables.append(markdown_table(results, f"{model_arg}{oracle} "
+                                         f"(passband={args.passband}, "
                                          f"window/hop {mode.window_samples}/{mode.hop_samples}"
                                          f" samples, latency {mode.latency_ms:.2f} ms)"))
             print(f"  {key}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -185,7 +188,7 @@ def _eval_matrix(args: argparse.Namespace) -> int:
         out = {"clips": len(clips), "clip_seconds": args.clip_seconds,
                "clip_offset_seconds": args.clip_offset, "passband": args.passband,
                "data": [args.data, *args.extra_data],
-               "threads": args.threads, "code": version,
+               "threads": args.threads, "code": version, "skirt_oracle": args.skirt_oracle,
                "modes": [m.as_dict() for m in modes], "results": report}
         if differences:
             out["differences"] = differences
@@ -359,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--passband", default="detected", choices=["detected", "free"],
                    help="with --matrix: the processor's passband mode (default detected)")
     e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
+    e.add_argument("--skirt-oracle", action="store_true",
+                   help="with --matrix: boost each filter row's skirt by its known filter's "
+                   "inverse (training/skirt_oracle.py): the bound a perfect skirt estimate gives")
     e.add_argument("--modes", nargs="+", metavar="MODE",
                    help="with --matrix: run these geometries back to back on the same clips "
                    "and tabulate each one's difference from the first: default, hop-1/2, "

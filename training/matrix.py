@@ -147,8 +147,13 @@ def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | Non
 
 
 def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None = None,
-                    progress: Callable[[str], None] | None = None) -> list[RowResult]:
+                    progress: Callable[[str], None] | None = None,
+                    skirt_oracle: bool = False) -> list[RowResult]:
+    """Every row (or ``rows``) of :func:`matrix_rows` through ``bwe``; ``skirt_oracle``: the
+    filter rows with the skirt boost's estimate replaced by the row's known filter
+    (:mod:`rtbwe.training.skirt_oracle`, an upper bound for the estimate)."""
     from .real import own_bandwidth_hz
+    from .skirt_oracle import oracle_lock
 
     table = matrix_rows()
     names = rows or tuple(table)
@@ -156,9 +161,15 @@ def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None =
            for c in clips]
     own = [bw if np.isfinite(bw) else 0.0 for bw in own]
     results = []
+    settings = bwe._band_lock
     for name in names:
-        results.append(evaluate_row(name, table[name], clips, extender_runner(bwe),
-                                    bwe.sample_rate, own))
+        if skirt_oracle:  # the processor builds its lock from these at each offline run
+            bwe._band_lock = oracle_lock(settings, table[name])
+        try:
+            results.append(evaluate_row(name, table[name], clips, extender_runner(bwe),
+                                        bwe.sample_rate, own))
+        finally:
+            bwe._band_lock = settings
         if progress:
             r = results[-1]
             progress(f"{name}: ΔSNR {r.dsnr_db:+.2f} dB, worse {r.worse_fraction:.0%}, "
