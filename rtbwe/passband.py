@@ -222,7 +222,8 @@ class DetectedBandLock:
     new content; the calibrated gains apply to the network's band only. ``skirt_model`` (a
     card's ``skirt_model``) names a learned estimate of that gain (:mod:`rtbwe.skirt_model`),
     or ``"template-fit"`` (:mod:`rtbwe.skirt_shape`), that the tracker then uses in place of
-    :func:`rtbwe.skirt.skirt_gain`'s trend rule.
+    :func:`rtbwe.skirt.skirt_gain`'s trend rule; an object with that interface's ``gain``
+    is used as it is (the matrix's skirt oracle, :mod:`rtbwe.training.skirt_oracle`).
     ``cutoff_scaling`` (a card's ``cutoff_scaling``, :mod:`rtbwe.rescale`) is carried for
     the window path: the network then runs on windows resampled to put their cutoff at its
     ``target_hz``.

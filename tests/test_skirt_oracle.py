@@ -1,5 +1,5 @@
 """The skirt oracle (training/skirt_oracle.py): the boost by a known filter's inverse, the
-bound ``rtbwe-train eval --matrix --skirt-oracle`` measures for the skirt estimate."""
+reference ``rtbwe-train eval --matrix --skirt-oracle`` measures skirt estimates against."""
 import numpy as np
 import pytest
 from scipy import signal

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
     e.add_argument("--skirt-oracle", action="store_true",
                    help="with --matrix: boost each filter row's skirt by its known filter's "
-                   "inverse (training/skirt_oracle.py): the bound a perfect skirt estimate gives")
+                   "inverse (training/skirt_oracle.py): what an exact skirt estimate would give")
     e.add_argument("--modes", nargs="+", metavar="MODE",
                    help="with --matrix: run these geometries back to back on the same clips "
                    "and tabulate each one's difference from the first: default, hop-1/2, "

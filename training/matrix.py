@@ -151,7 +151,7 @@ def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None =
                     skirt_oracle: bool = False) -> list[RowResult]:
     """Every row (or ``rows``) of :func:`matrix_rows` through ``bwe``; ``skirt_oracle``: the
     filter rows with the skirt boost's estimate replaced by the row's known filter
-    (:mod:`rtbwe.training.skirt_oracle`, an upper bound for the estimate)."""
+    (:mod:`rtbwe.training.skirt_oracle`: the exact skirt, a reference for estimates)."""
     from .real import own_bandwidth_hz
     from .skirt_oracle import oracle_lock
 

@@ -10,11 +10,12 @@ not at all where the filter is more than ``end_db`` down (there the input holds 
 stopband, not the music).
 
 ``rtbwe-train eval --matrix --skirt-oracle`` runs every filter row so (other rows as the card
-says). It is an upper bound for the estimate, not a product: a user's filter is unknown. The
-twenty-second session measured it on the validation split (docs/training.md): the default's
-network with the exact inverse reaches +2.3 / +2.4 dB at Butterworth 4 kHz and +2.2 / +2.4 at
-8 kHz (from 0 / 12 s), against the default's +1.3 / +1.5 and +1.2 / +1.3: issue 11's +2 dB
-goals are within reach of the network the default ships, given the skirt.
+says). It is the exact answer an estimate aims at, a reference, not a product: a user's
+filter is unknown. The twenty-second session measured it on the validation split
+(docs/training.md): the default's network with the exact inverse reaches +2.3 / +2.4 dB at
+Butterworth 4 kHz and +2.2 / +2.4 at 8 kHz (from 0 / 12 s), against the default's +1.3 /
++1.5 and +1.2 / +1.3: issue 11's +2 dB goals at those rows are within reach of the network
+the default ships, given the skirt.
 """
 from __future__ import annotations
 
