@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtbwe import filters
+from rtbwe.bandwidth import extension_cutoff_hz
 
 from .degrade import Degradation
 
@@ -35,7 +36,6 @@ class FilterInverse:
     each detection), for one known filter ``spec`` at ``cutoff_hz``."""
 
     name = "filter-inverse"
-    takes_scaled = True  # every window the lock extends, scaled or not
 
     def __init__(self, spec: filters.FilterSpec, cutoff_hz: float, cap_db: float = CAP_DB,
                  end_db: float = END_DB):
@@ -43,31 +43,31 @@ class FilterInverse:
             raise ValueError(f"need 0 < cap_db <= end_db, got cap_db={cap_db}, end_db={end_db}")
         self.spec, self.cutoff_hz = spec, float(cutoff_hz)
         self.cap_db, self.end_db = float(cap_db), float(end_db)
-        self._rows: dict[tuple[int, int], np.ndarray] = {}
+        self._boost_db: dict[tuple[int, int], np.ndarray] = {}  # per (rate, window)
 
     def boost_db(self, sample_rate: int, window_samples: int) -> np.ndarray:
         """(window_samples // 2 + 1,) float64 the boost in dB on a window's rfft grid."""
         key = (int(sample_rate), int(window_samples))
-        if key not in self._rows:
+        if key not in self._boost_db:
             freqs_hz = np.fft.rfftfreq(key[1], 1.0 / key[0])
             attenuation_db = np.maximum(-filters.zero_phase_response_db(
                 key[0], self.cutoff_hz, self.spec.family, self.spec.order, freqs_hz), 0.0)
             boost = np.where(attenuation_db < self.end_db,
                              np.minimum(attenuation_db, self.cap_db), 0.0)
             boost[freqs_hz < FROM_RATIO * self.cutoff_hz] = 0.0
-            self._rows[key] = boost
-        return self._rows[key]
+            self._boost_db[key] = boost
+        return self._boost_db[key]
 
     def gain(self, power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
-             window_samples: int, scaled: np.ndarray | None = None) -> np.ndarray:
+             window_samples: int) -> np.ndarray:
         """(rows, bins) long-term powers and (rows,) detected bandwidths -> (rows, bins)
-        float64 amplitude gain minus 1: the filter's inverse on every row detected below
-        Nyquist, 0 on the others (full band, or not yet known). ``scaled`` is ignored."""
-        rows = np.atleast_2d(np.asarray(power)).shape[0]
-        edge_hz = np.asarray(bandwidth_hz, dtype=np.float64).reshape(-1)
-        boosted = edge_hz < sample_rate / 2 - 100.0
+        float64 amplitude gain minus 1: the filter's inverse on every row the lock extends
+        (:func:`rtbwe.bandwidth.extension_cutoff_hz` below Nyquist), 0 on the others (full
+        band, or not yet known), the cutoff scaler's windows too."""
+        nyquist_hz = sample_rate / 2.0
+        cutoff_hz = extension_cutoff_hz(np.asarray(bandwidth_hz).reshape(-1), sample_rate)
         row = 10.0 ** (self.boost_db(sample_rate, window_samples) / 20.0) - 1.0
-        return np.where(boosted[:rows, None], row[None], 0.0)
+        return np.where((cutoff_hz < nyquist_hz)[:, None], row[None], 0.0)
 
 
 def oracle_lock(settings: dict | bool, degradation: Degradation | None) -> dict | bool:
