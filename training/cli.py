@@ -167,9 +167,10 @@ def _eval_matrix(args: argparse.Namespace) -> int:
                                     keep_below_hz=args.keep_below_hz, **mode.options())
             results = evaluate_matrix(bwe, clips, progress=lambda m: print(f"  {key}: {m}",
                                                                            flush=True),
-                                      skirt_oracle=args.skirt_oracle)
+                                      skirt_oracle=args.skirt_oracle, stress=args.stress)
             report[key] = [r.as_dict() for r in results]
-            oracle = ", filter rows with the skirt oracle" if args.skirt_oracle else ""
+            oracle = (", the stress rows (training/stress.py)" if args.stress else
+                      ", filter rows with the skirt oracle" if args.skirt_oracle else "")
             tables.append(markdown_table(results, f"{model_arg}{oracle} "
                                          f"(passband={args.passband}, "
                                          f"window/hop {mode.window_samples}/{mode.hop_samples}"
@@ -189,6 +190,7 @@ def _eval_matrix(args: argparse.Namespace) -> int:
                "clip_offset_seconds": args.clip_offset, "passband": args.passband,
                "data": [args.data, *args.extra_data],
                "threads": args.threads, "code": version, "skirt_oracle": args.skirt_oracle,
+               "stress": args.stress,
                "modes": [m.as_dict() for m in modes], "results": report}
         if differences:
             out["differences"] = differences
@@ -362,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--passband", default="detected", choices=["detected", "free"],
                    help="with --matrix: the processor's passband mode (default detected)")
     e.add_argument("--markdown", help="with --matrix: also write the tables to this file")
+    e.add_argument("--stress", action="store_true",
+                   help="with --matrix: the stress rows instead of the issue's (training/stress.py: "
+                   "causal and other filters, hiss, quiet input, shelves, pedalboard resamplers "
+                   "and MP3 VBR, clipping)")
     e.add_argument("--skirt-oracle", action="store_true",
                    help="with --matrix: boost each filter row's skirt by its known filter's "
                    "inverse (training/skirt_oracle.py): what an exact skirt estimate would give")

@@ -148,14 +148,17 @@ def extender_runner(bwe) -> Callable[[np.ndarray], tuple[np.ndarray, float | Non
 
 def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None = None,
                     progress: Callable[[str], None] | None = None,
-                    skirt_oracle: bool = False) -> list[RowResult]:
+                    skirt_oracle: bool = False, stress: bool = False) -> list[RowResult]:
     """Every row (or ``rows``) of :func:`matrix_rows` through ``bwe``; ``skirt_oracle``: the
     filter rows with the skirt boost's estimate replaced by the row's known filter
-    (:mod:`rtbwe.training.skirt_oracle`: the exact skirt, a reference for estimates)."""
+    (:mod:`rtbwe.training.skirt_oracle`: the exact skirt, a reference for estimates);
+    ``stress``: the rows of :func:`rtbwe.training.stress.stress_rows` instead (no oracle)."""
     from .real import own_bandwidth_hz
     from .skirt_oracle import oracle_lock
+    from .stress import level_runner, stress_rows
 
-    table = matrix_rows()
+    table = stress_rows() if stress else matrix_rows()
+    skirt_oracle = skirt_oracle and not stress
     names = rows or tuple(table)
     own = [own_bandwidth_hz(c) if bwe.sample_rate == 48000 else bwe.sample_rate / 2
            for c in clips]
@@ -165,9 +168,11 @@ def evaluate_matrix(bwe, clips: list[np.ndarray], rows: tuple[str, ...] | None =
     for name in names:
         if skirt_oracle:  # the processor builds its lock from these at each offline run
             bwe._band_lock = oracle_lock(settings, table[name])
+        row, run = table[name], extender_runner(bwe)
+        if stress:  # a quiet row runs its input level_db down; a full-band row scores as one
+            row, run = (None if row.degrade is None else row), level_runner(run, row.level_db)
         try:
-            results.append(evaluate_row(name, table[name], clips, extender_runner(bwe),
-                                        bwe.sample_rate, own))
+            results.append(evaluate_row(name, row, clips, run, bwe.sample_rate, own))
         finally:
             bwe._band_lock = settings
         if progress:
