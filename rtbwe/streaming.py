@@ -88,14 +88,15 @@ def network_gains(power: np.ndarray, window_samples: int) -> np.ndarray | None:
     (rows,) float32 gains that bring each row's long-term RMS into NETWORK_LEVEL_DBFS, by
     at most MAX_NETWORK_GAIN_DB; None when every gain is 1."""
     # a Hann window keeps 3/8 of a frame's energy: mean power per bin = N * 3/8 * rms^2
-    level_db = 10.0 * np.log10(np.maximum(power.mean(axis=1) / (0.375 * window_samples),
-                                          1e-30))
+    mean_square = power.mean(axis=1) / (0.375 * window_samples)
     low_db, high_db = NETWORK_LEVEL_DBFS
-    if ((level_db >= low_db) & (level_db <= high_db)).all():
+    low, high = 10.0 ** (low_db / 10.0), 10.0 ** (high_db / 10.0)
+    if ((mean_square >= low) & (mean_square <= high)).all():
         return None
-    gain_db = np.clip(level_db, low_db, high_db) - level_db
-    gain_db = np.clip(gain_db, -MAX_NETWORK_GAIN_DB, MAX_NETWORK_GAIN_DB)
-    return (10.0 ** (gain_db / 20.0)).astype(np.float32)
+    target = np.clip(mean_square, low, high)
+    limit = 10.0 ** (MAX_NETWORK_GAIN_DB / 10.0)
+    return np.sqrt(np.clip(target / np.maximum(mean_square, 1e-30), 1.0 / limit, limit)
+                   ).astype(np.float32)
 
 
 def make_tracker(engine: InferenceEngine, channels: int, sample_rate: int,
