@@ -5,7 +5,9 @@ input window, in time order, into the long-term spectrum so far: the input's ban
 (:mod:`rtbwe.bandwidth`) and, for a conditioned model, that window's condition. After the
 engine, a :class:`~rtbwe.passband.DetectedBandLock` keeps each window's input below its
 detected bandwidth (and the whole window when the input is full band), so the network only
-fills what is missing. Streaming and offline see the same windows, conditions and cutoffs.
+fills what is missing. Around the engine, each window is moved into the level range the
+networks were trained at (:func:`network_gains`, from the tracker's long-term level) and
+moved back after. Streaming and offline see the same windows, conditions, cutoffs and gains.
 
 Both forms below compute the same signal ``y``, so streaming output equals offline output
 shifted by the latency, for any block partition.
