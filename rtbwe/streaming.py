@@ -174,7 +174,7 @@ class WindowPath:
                 return
             self.inputs[:rows] = frames[:rows]
         gains = network_gains(self.tracker.long_term_power(rows), frames.shape[1])
-        if gains is not None:  # a quiet input: the network sees it at its training level
+        if gains is not None:  # a quiet or loud input: the network sees it at its training level
             frames[:rows] *= gains[:, None]
         if self.scaler is not None:
             self._run_scaled(frames, rows, stats)

@@ -19,9 +19,9 @@ level (about -20 dBFS RMS). Real inputs also come:
 * hard-clipped (full band, distorted).
 
 A row's band limit decides which clips serve it (:func:`rtbwe.training.matrix.usable`): a
-clip must hold what the row removes; the clipped row takes clips holding up to
-FULL_BAND_LIMIT_HZ, and the quiet full-band row is scored as the matrix's full-band row
-(output against input, at least 40 dB).
+clip must hold what the row removes; the clipped row takes clips whose own bandwidth
+reaches 1.05 x FULL_BAND_LIMIT_HZ, and the quiet full-band row is scored as the matrix's
+full-band row (output against input, at least 40 dB).
 """
 from __future__ import annotations
 
