@@ -18,7 +18,7 @@ from rtbwe import BandwidthExtender, filters, metrics, streaming
 SR = 48000
 
 
-def _clip() -> np.ndarray:
+def _clip() -> tuple[np.ndarray, np.ndarray]:
     """4 s of the bundled demo clip (piano and guitar, mono, peak about 0.7), Butterworth 6
     low-passed at 6 kHz -> (reference, input)."""
     audio, rate = sf.read(str(files("rtbwe") / "data" / "demo_clip.flac"), dtype="float32")
