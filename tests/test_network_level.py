@@ -79,3 +79,16 @@ def test_a_quiet_stream_equals_the_quiet_offline_output(default_bwe):
     streamed = stream_in_random_blocks(default_bwe, quiet, SR)
     latency = default_bwe.latency_samples
     np.testing.assert_allclose(streamed[latency:], offline[:-latency], atol=1e-9)
+
+
+def test_each_channel_gets_its_own_gain(default_bwe):
+    """A stereo input with one channel 50 dB under the other: each channel comes out as it
+    does alone (the gain follows each channel's own long-term level)."""
+    _, degraded = _clip()
+    loud, quiet = degraded[:2 * SR], (degraded[:2 * SR] * 10 ** (-50 / 20)).astype(np.float32)
+    default_bwe.reset()
+    both = default_bwe.process(np.stack([loud, quiet]), SR)
+    for channel, alone in enumerate((loud, quiet)):
+        default_bwe.reset()
+        np.testing.assert_allclose(both[channel], default_bwe.process(alone, SR),
+                                   atol=1e-6 * np.abs(alone).max())
