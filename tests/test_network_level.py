@@ -50,6 +50,22 @@ def test_network_gains_move_the_long_term_level_into_the_training_range():
     assert np.allclose(silent, 10 ** (streaming.MAX_NETWORK_GAIN_DB / 20))
 
 
+def test_the_trackers_long_term_spectrum_reads_the_level_the_gains_assume():
+    """network_gains reads an RMS from the tracker's long-term power: white noise at -20 dBFS
+    RMS reads -20 dBFS there (so the range is in dBFS RMS, as documented)."""
+    from rtbwe.tracker import SpectrumTracker
+
+    window, hop = 1024, 768
+    tracker = SpectrumTracker(1, SR, window, hop, 48, context_samples=window - hop)
+    x = (0.1 * np.random.default_rng(0).standard_normal(4 * SR)).astype(np.float32)
+    n = (len(x) - window) // hop
+    frames = np.stack([x[i * hop:i * hop + window] for i in range(n)])
+    tracker.update(frames, n, np.zeros((n, 48), np.float32), np.zeros(n),
+                   tuple(np.zeros(n) for _ in range(4)))
+    mean_square = tracker.long_term_power(n)[-1].mean() / (0.375 * window)
+    assert 10 * np.log10(mean_square) == pytest.approx(-20.0, abs=0.2)
+
+
 @pytest.fixture(scope="module")
 def default_bwe():
     return BandwidthExtender("default", num_threads=1)
