@@ -61,12 +61,6 @@ def _causal(family: str, order: int, cutoff_hz: float):
     return degrade
 
 
-def _zero_phase(family: str, order: int, cutoff_hz: float):
-    def degrade(x: np.ndarray, sample_rate: int) -> np.ndarray:
-        return filters.apply(x, sample_rate, cutoff_hz, filters.FilterSpec(family, order))
-    return degrade
-
-
 def _hiss(inner, below_db: float):
     """White noise ``below_db`` under the degraded clip's RMS, added after the band limit
     (seeded by the clip's length: the same noise on every run)."""
@@ -93,43 +87,45 @@ def _clipped(fraction_of_peak: float):
     return degrade
 
 
-def _degradation(d: Degradation):
-    return lambda x, sample_rate: d.apply(x, sample_rate)
+def _row(degradation: Degradation, level_db: float = 0.0) -> StressRow:
+    """A training degradation as a row: its own ``apply`` and band limit."""
+    return StressRow(degradation.apply, degradation.band_limit_hz(), level_db)
+
+
+def _filter(family: str, order: int, cutoff_hz: float) -> Degradation:
+    return Degradation("filter", filters.FilterSpec(family, order), cutoff_hz)
 
 
 def stress_rows() -> dict[str, StressRow]:
     """The rows, in table order."""
-    butter8 = _zero_phase("butter", 6, 8000.0)
-    via16 = Degradation("resample", rate_hz=16000, resampler="soxr-HQ")
+    butter8 = _filter("butter", 6, 8000.0)
     rows = {
         "butter-6 causal 4 kHz": StressRow(_causal("butter", 6, 4000.0), 4000.0),
         "butter-6 causal 8 kHz": StressRow(_causal("butter", 6, 8000.0), 8000.0),
         "cheby1-6 causal 8 kHz": StressRow(_causal("cheby1", 6, 8000.0), 8000.0),
-        "butter-2 4 kHz": StressRow(_zero_phase("butter", 2, 4000.0), 4000.0),
-        "butter-2 8 kHz": StressRow(_zero_phase("butter", 2, 8000.0), 8000.0),
-        "bessel-6 8 kHz": StressRow(_zero_phase("bessel", 6, 8000.0), 8000.0),
-        "ellip-6 8 kHz": StressRow(_zero_phase("ellip", 6, 8000.0), 8000.0),
-        "cheby2-6 8 kHz": StressRow(_zero_phase("cheby2", 6, 8000.0), 8000.0),
-        "butter-6 8 kHz + hiss 60 dB down": StressRow(_hiss(butter8, -60.0), 8000.0),
-        "butter-6 8 kHz + hiss 40 dB down": StressRow(_hiss(butter8, -40.0), 8000.0),
-        "butter-6 4 kHz, 40 dB down": StressRow(_zero_phase("butter", 6, 4000.0), 4000.0, -40.0),
-        "butter-6 8 kHz, 40 dB down": StressRow(butter8, 8000.0, -40.0),
-        "butter-6 8 kHz, 60 dB down": StressRow(butter8, 8000.0, -60.0),
-        "resampled via 16 kHz, 40 dB down": StressRow(_degradation(via16), 8000.0, -40.0),
+        "butter-2 4 kHz": _row(_filter("butter", 2, 4000.0)),
+        "butter-2 8 kHz": _row(_filter("butter", 2, 8000.0)),
+        "bessel-6 8 kHz": _row(_filter("bessel", 6, 8000.0)),
+        "ellip-6 8 kHz": _row(_filter("ellip", 6, 8000.0)),
+        "cheby2-6 8 kHz": _row(_filter("cheby2", 6, 8000.0)),
+        "butter-6 8 kHz + hiss 60 dB down": StressRow(_hiss(butter8.apply, -60.0), 8000.0),
+        "butter-6 8 kHz + hiss 40 dB down": StressRow(_hiss(butter8.apply, -40.0), 8000.0),
+        "butter-6 4 kHz, 40 dB down": _row(_filter("butter", 6, 4000.0), -40.0),
+        "butter-6 8 kHz, 40 dB down": _row(butter8, -40.0),
+        "butter-6 8 kHz, 60 dB down": _row(butter8, -60.0),
+        "resampled via 16 kHz, 40 dB down": _row(Degradation(
+            "resample", rate_hz=16000, resampler="soxr-HQ"), -40.0),
         "full band, 40 dB down": StressRow(None, FULL_BAND_LIMIT_HZ, -40.0),
         "high shelf -12 dB at 6 kHz": StressRow(_shelf(6000.0, -12.0), 6000.0),
         "high shelf -24 dB at 4 kHz": StressRow(_shelf(4000.0, -24.0), 4000.0),
-        "pedalboard Linear via 16 kHz": StressRow(_degradation(Degradation(
-            "resample", rate_hz=16000, resampler="pedalboard-Linear")), 8000.0),
-        "pedalboard WindowedSinc via 22.05 kHz": StressRow(_degradation(Degradation(
-            "resample", rate_hz=22050, resampler="pedalboard-WindowedSinc")), 11025.0),
-        "soxr LQ via 16 kHz": StressRow(_degradation(Degradation(
-            "resample", rate_hz=16000, resampler="soxr-LQ")), 8000.0),
+        "pedalboard Linear via 16 kHz": _row(Degradation(
+            "resample", rate_hz=16000, resampler="pedalboard-Linear")),
+        "pedalboard WindowedSinc via 22.05 kHz": _row(Degradation(
+            "resample", rate_hz=22050, resampler="pedalboard-WindowedSinc")),
+        "soxr LQ via 16 kHz": _row(Degradation("resample", rate_hz=16000, resampler="soxr-LQ")),
     }
     for quality in (9.0, 4.0):
-        mp3 = Degradation("mp3", vbr_quality=quality)
-        rows[f"mp3 VBR V{quality:g} (pedalboard)"] = StressRow(_degradation(mp3),
-                                                                mp3.band_limit_hz())
+        rows[f"mp3 VBR V{quality:g} (pedalboard)"] = _row(Degradation("mp3", vbr_quality=quality))
     rows["clipped at 30 % of peak"] = StressRow(_clipped(0.3), FULL_BAND_LIMIT_HZ)
     return rows
 
