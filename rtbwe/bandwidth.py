@@ -60,12 +60,12 @@ def _geometry(sample_rate: int, window_samples: int) -> tuple[np.ndarray, int, i
 
 @lru_cache(maxsize=16)
 def _smooth_counts(bins: int) -> np.ndarray:
-    """(bins,) how many bins each moving mean of :func:`_smooth_db` covers (fewer at the
+    """(bins,) how many bins each moving mean of :func:`smooth_db` covers (fewer at the
     edges)."""
     return np.convolve(np.ones(bins), np.ones(SMOOTH_BINS), "same")
 
 
-def _smooth_db(power: np.ndarray) -> np.ndarray:
+def smooth_db(power: np.ndarray) -> np.ndarray:
     """(rows, bins) linear power -> dB, moving mean over SMOOTH_BINS bins (edges shrink).
     The moving sums are SMOOTH_BINS shifted slices added in place (one temporary, no per-row
     convolution: this runs in the streaming hop, issue 14)."""
@@ -98,7 +98,7 @@ def detect_bandwidth_hz(power: np.ndarray, sample_rate: int, window_samples: int
     out[silent] = np.nan
     if silent.all():
         return out
-    level_db = _smooth_db(power)
+    level_db = smooth_db(power)
     # mean level over the octave just below k (at least ref_bins bins), for every k
     csum = np.concatenate([np.zeros((rows, 1)), np.cumsum(level_db, axis=1)], axis=1)
     k = np.arange(bins)

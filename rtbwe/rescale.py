@@ -284,7 +284,7 @@ class CutoffScaler:
         STEEP_DB deep at 1.3 x the cutoff, under a passband that is not dark at its top
         (:meth:`_dark`), and, with a card's ``max_edge_drop_db`` / ``max_shelf_drop_db``,
         not a resampler's cliff or a codec's shelf (:meth:`_cliff_or_shelf`)."""
-        from .bandwidth import _smooth_db
+        from .bandwidth import smooth_db
         from .tracker import octave_rolloff_db
         from .skirt import has_skirt
 
@@ -294,7 +294,7 @@ class CutoffScaler:
         candidates = np.flatnonzero((cutoff < extend_below_hz) & (cutoff <= reach_hz)
                                     & (cutoff >= self.min_cutoff_hz))
         if candidates.size:
-            level_db = _smooth_db(power[candidates])
+            level_db = smooth_db(power[candidates])
             rolloff_db = np.empty(candidates.size)
             octave_rolloff_db(power[candidates], candidates.size, cutoff[candidates],
                               self.sample_rate / self.window_samples, self.sample_rate / 2,

@@ -63,7 +63,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-from .bandwidth import FULL_BAND_FRACTION, _smooth_db
+from .bandwidth import FULL_BAND_FRACTION, smooth_db
 
 TREND_SPAN = (0.6, 0.9)   # the passband's trend is fitted over this x the bandwidth
 # and its slope clamped to [-this, 0] dB per octave: the boost's own clamp, calibrated with it
@@ -119,6 +119,14 @@ def skirt_gain(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
     """Long-term powers (rows, window_samples // 2 + 1) and (rows,) detected bandwidths ->
     (rows, bins) float64 amplitude gain minus 1 per bin (0: leave the bin as it is). Rows
     that are full band, unknown (NaN) or silent get zeros."""
+    return skirt_gain_and_levels(power, bandwidth_hz, sample_rate, window_samples)[0]
+
+
+def skirt_gain_and_levels(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
+                          window_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`skirt_gain`, plus what it smoothed: the band-limited rows' indices (k,) and
+    their :func:`smooth_db` levels (k, bins), for an estimate that starts from this gain
+    (:class:`rtbwe.skirt_shape.TemplateFit`) and would otherwise smooth them again."""
     power = np.atleast_2d(np.asarray(power, dtype=np.float64))
     rows, bins = power.shape
     out = np.zeros((rows, bins))
@@ -126,12 +134,12 @@ def skirt_gain(power: np.ndarray, bandwidth_hz: np.ndarray, sample_rate: int,
     limited = np.flatnonzero(np.isfinite(edge_hz)
                              & (edge_hz < FULL_BAND_FRACTION * sample_rate / 2))
     if limited.size == 0:
-        return out
+        return out, limited, np.zeros((0, bins))
     freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
-    level_db = _smooth_db(power[limited])
+    level_db = smooth_db(power[limited])
     for j, r in enumerate(limited):
         _row_gain(level_db[j], freqs_hz, log_f, float(edge_hz[r]), out[r])
-    return out
+    return out, limited, level_db
 
 
 @lru_cache(maxsize=8)

@@ -40,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import erf
 
-from .bandwidth import FULL_BAND_FRACTION, _smooth_db
+from .bandwidth import FULL_BAND_FRACTION, smooth_db
 from .skirt import _grid, has_skirt
 from .weights import MAX_CARD_BYTES, WEIGHTS_DIR, ModelLoadingError, read_weights_file
 
@@ -117,7 +117,7 @@ class SkirtModel:
                                  & (power.mean(axis=1) > SILENT_POWER))
         if limited.size == 0:
             return out
-        level_db = _smooth_db(power[limited])
+        level_db = smooth_db(power[limited])
         if self.cliff_guard:  # only rows with a gentle skirt, by the trend rule's cliff tests
             keep = [has_skirt(level, edge_hz[r], sample_rate, window_samples, edge_cliff=True)
                     for level, r in zip(level_db, limited)]

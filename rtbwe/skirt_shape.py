@@ -37,8 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import filters
-from .bandwidth import _smooth_db
-from .skirt import _grid, skirt_gain, trend_gap_db
+from .skirt import _grid, skirt_gain_and_levels, trend_gap_db
 
 TEMPLATE_FIT = "template-fit"  # a card's skirt_model naming this estimate
 TEMPLATE_FILTERS = (tuple(("butter", n) for n in (4, 5, 6, 8, 10, 12))
@@ -177,8 +176,8 @@ class TemplateFit:
         :func:`rtbwe.skirt.skirt_gain`, whose gain it starts from and never lowers.
         ``scaled`` (rows,) bool: the rows the cutoff scaler runs; unless FIT_SCALED_WINDOWS,
         they keep the trend rule's gain."""
-        power = np.atleast_2d(np.asarray(power, dtype=np.float64))
-        out = skirt_gain(power, bandwidth_hz, sample_rate, window_samples)
+        out, limited, level_db = skirt_gain_and_levels(power, bandwidth_hz, sample_rate,
+                                                       window_samples)
         edge_hz = np.asarray(bandwidth_hz, dtype=np.float64).reshape(-1)
         # rows the trend rule boosts are band-limited, known and not silent already
         fitted = out.any(axis=1) & (edge_hz >= FIT_FROM_HZ)
@@ -188,7 +187,9 @@ class TemplateFit:
         if rows.size == 0:
             return out
         freqs_hz, log_f = _grid(int(sample_rate), int(window_samples))
-        for r, level in zip(rows, _smooth_db(power[rows])):
+        # every boosted row is band-limited, so skirt_gain has smoothed it already
+        levels = level_db[np.searchsorted(limited, rows)]
+        for r, level in zip(rows, levels):
             boost_db = fitted_boost_db(level, freqs_hz, log_f, float(edge_hz[r]))
             if boost_db is not None:
                 trend_db = 20.0 * np.log10(1.0 + out[r])

@@ -134,7 +134,7 @@ def test_codecs_within_5_percent(signal, codec):
 
 
 def test_fast_smoothing_and_trend_equal_their_definitions():
-    """_smooth_db (shifted slices, issue 14) equals the per-row moving-mean convolution, and
+    """smooth_db (shifted slices, issue 14) equals the per-row moving-mean convolution, and
     the trend slope in _edge_hz equals np.polyfit's, on random spectra over 12 decades."""
     from rtbwe import bandwidth
 
@@ -145,7 +145,7 @@ def test_fast_smoothing_and_trend_equal_their_definitions():
     summed = np.stack([np.convolve(row, kernel, "valid") for row in padded])
     expected = 10.0 * np.log10(summed / np.convolve(np.ones(power.shape[1]), kernel, "same")
                                + 1e-30)
-    np.testing.assert_allclose(bandwidth._smooth_db(power), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bandwidth.smooth_db(power), expected, rtol=0, atol=1e-9)
     freqs_hz = np.fft.rfftfreq(W, 1 / SR)
     for cliff in (40, 128, 400):
         level = 10.0 * np.log10(power[0]) - 3.0 * np.log(np.maximum(freqs_hz, 1.0))

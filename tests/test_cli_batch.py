@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ def test_a_folder_and_files_into_an_output_folder_with_one_model_load(tmp_path, 
     inputs = tmp_path / "in"
     inputs.mkdir()
     a = _noise(inputs / "a.wav", seed=1)
-    b = _noise(inputs / "b.flac", rate=16000, channels=2, seed=2)
+    _noise(inputs / "b.flac", rate=16000, channels=2, seed=2)
     (inputs / "notes.txt").write_text("not audio")
     c = _noise(tmp_path / "c.wav", seed=3)
     out = tmp_path / "out"

@@ -12,7 +12,7 @@ from helpers import stream_in_random_blocks
 from test_skirt import SR, _music_like_noise, _snr_db
 
 from rtbwe import BandwidthExtender, rescale
-from rtbwe.bandwidth import _smooth_db
+from rtbwe.bandwidth import smooth_db
 from rtbwe.card_lock import cutoff_scaling
 from rtbwe.tracker import SpectrumTracker
 from rtbwe.filters import lowpass
@@ -208,9 +208,9 @@ def test_select_takes_skirts_only_at_cutoffs_the_length_cap_reaches():
     # a codec's shallow roll-off: 12 dB per octave is about 4.5 dB down at 1.3 x the cutoff,
     # then its cliff to the floor at 1.5 x (a skirt to has_skirt, but not a filter's:
     # STEEP_DB); with no floor at all it is not even a skirt (rtbwe.skirt.MAX_WIDTH)
-    assert not has_skirt(_smooth_db(power(8000, 12)[None])[0], 8000.0, SR, 1024)
+    assert not has_skirt(smooth_db(power(8000, 12)[None])[0], 8000.0, SR, 1024)
     shallow = np.where(freqs_hz >= 12000.0, 1e-9, power(8000, 12))
-    assert has_skirt(_smooth_db(shallow[None])[0], 8000.0, SR, 1024)
+    assert has_skirt(smooth_db(shallow[None])[0], 8000.0, SR, 1024)
     assert scaler.select(1, np.array([8000.0]), shallow[None], 17000.0).tolist() == [False]
 
 
@@ -237,7 +237,7 @@ def test_select_leaves_dark_passbands_and_narrow_skirts_to_the_engine():
     cutoffs = np.array([edge for edge, *_ in cases])
     assert scaler.select(len(cases), cutoffs, rows, 17000.0).tolist() == [
         expected for *_, expected in cases]
-    narrow = _smooth_db(rows[-1:])[0]
+    narrow = smooth_db(rows[-1:])[0]
     assert has_skirt(narrow, 8000.0, SR, 1024)
     assert not has_skirt(narrow, 8000.0, SR, 1024, min_width=rescale.MIN_WIDTH)
 
@@ -308,7 +308,7 @@ def test_a_codecs_shelf_that_ends_in_a_cliff_is_not_scaled_below_5k():
     rows = np.stack([skirt(4000), shelf(4000), skirt(8000), shelf(8000)])
     cutoffs = np.array([4000.0, 4000.0, 8000.0, 8000.0])
     drops = [steepest_fall_db(level, edge, SR, 1024)
-             for level, edge in zip(_smooth_db(rows), cutoffs)]
+             for level, edge in zip(smooth_db(rows), cutoffs)]
     assert drops[0] < 15 < 30 < drops[1], drops
     tested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, target_hz=6000.0,
                                   max_length_ratio=2.0, max_shelf_drop_db=30.0)
@@ -403,9 +403,9 @@ def test_a_resamplers_cliff_that_passes_the_width_test_is_not_scaled_with_the_ed
                      10 ** (-np.clip(72 * octaves, 0.0, 16.0) / 10))
     skirt = 10 ** (-np.clip(72 * octaves, 0.0, 90.0) / 10)
     rows, cutoffs = np.stack([cliff, skirt]), np.full(2, 3800.0)
-    falls = [steepest_fall_db(level, 3800.0, SR, 1024, EDGE_SPAN) for level in _smooth_db(rows)]
+    falls = [steepest_fall_db(level, 3800.0, SR, 1024, EDGE_SPAN) for level in smooth_db(rows)]
     assert falls[1] < 30 < 55 < falls[0], falls
-    assert has_skirt(_smooth_db(cliff[None])[0], 3800.0, SR, 1024, min_width=rescale.MIN_WIDTH)
+    assert has_skirt(smooth_db(cliff[None])[0], 3800.0, SR, 1024, min_width=rescale.MIN_WIDTH)
     plain = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, 6000.0, 2.0)
     tested = rescale.CutoffScaler("arunet-small-cond-6k", SR, 1024, 6000.0, 2.0,
                                   max_edge_drop_db=55.0)

@@ -83,7 +83,7 @@ def test_a_shallow_roll_off_is_not_boosted():
 
     edge = np.array([4000.0])
     shallow, steep = power(24, floor_at=1.5), power(72)
-    level = skirt._smooth_db(shallow)[0]
+    level = skirt.smooth_db(shallow)[0]
     assert skirt.has_skirt(level, 4000.0, SR, WINDOW)  # a skirt to the cliff test ...
     assert not skirt.has_skirt(level, 4000.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)
     assert not skirt_gain(shallow, edge, SR, WINDOW).any()  # ... but not boosted
@@ -113,7 +113,7 @@ def test_a_resamplers_cliff_that_passes_the_width_test_is_not_boosted_below_10k(
 
     power = skirt_or_cliff_power
     cliff, filtered = power(3800.0, cliff_at=1.16), power(3800.0)
-    level = skirt._smooth_db(cliff)[0]
+    level = skirt.smooth_db(cliff)[0]
     assert skirt.has_skirt(level, 3800.0, SR, WINDOW, steep_db=skirt.BOOST_STEEP_DB)
     assert skirt.steepest_fall_db(level, 3800.0, SR, WINDOW,
                                   skirt.EDGE_SPAN) > skirt.BOOST_EDGE_FALL_DB
@@ -138,9 +138,9 @@ def test_a_skirt_reaching_its_floor_far_above_the_bandwidth_is_not_boosted():
     wide = 10 ** (-np.where(freqs_hz >= 8000.0, 90.0, gap_db) / 10)[None]
     cut = 10 ** (-np.where(freqs_hz >= 6000.0, 90.0, gap_db) / 10)[None]
     edge = np.array([4000.0])
-    assert not skirt.has_skirt(skirt._smooth_db(wide)[0], 4000.0, SR, WINDOW)
+    assert not skirt.has_skirt(skirt.smooth_db(wide)[0], 4000.0, SR, WINDOW)
     assert not skirt_gain(wide, edge, SR, WINDOW).any()
-    assert skirt.has_skirt(skirt._smooth_db(cut)[0], 4000.0, SR, WINDOW)
+    assert skirt.has_skirt(skirt.smooth_db(cut)[0], 4000.0, SR, WINDOW)
     assert skirt_gain(cut, edge, SR, WINDOW).max() > 0.5
 
 
@@ -288,7 +288,7 @@ def test_the_boost_reaches_deeper_than_the_skirts_floor(monkeypatch):
     freqs_hz, log_f = skirt._grid(SR, WINDOW)
     power = _long_term_power(lowpass(x, SR, 6000, "butter", 6))
     edge_hz = detect_bandwidth_hz(power, SR, WINDOW)
-    first, gap_db = skirt._skirt_gap(skirt._smooth_db(power)[0], freqs_hz, log_f, edge_hz[0],
+    first, gap_db = skirt._skirt_gap(skirt.smooth_db(power)[0], freqs_hz, log_f, edge_hz[0],
                                      span_floor_db=skirt.BOOST_FLOOR_GAP_DB)
     deep = first + np.flatnonzero(gap_db > skirt.FLOOR_GAP_DB)
     assert len(deep) >= 3 and freqs_hz[deep].min() > 8500, freqs_hz[deep]

@@ -16,7 +16,7 @@ from test_skirt import (SR, WINDOW, _long_term_power, _music_like_noise, _snr_db
                         skirt_or_cliff_power)
 
 from rtbwe import BandwidthExtender, skirt_model
-from rtbwe.bandwidth import _smooth_db, detect_bandwidth_hz
+from rtbwe.bandwidth import smooth_db, detect_bandwidth_hz
 from rtbwe.card_lock import lock_settings
 from rtbwe.filters import lowpass
 from rtbwe.skirt import has_skirt
@@ -51,7 +51,7 @@ def test_learned_skirt_leaves_a_resamplers_cliff_that_passes_the_width_test_belo
     power = skirt_or_cliff_power
     for edge_hz in (3800.0, 8000.0):
         cliff = power(edge_hz, cliff_at=1.16)
-        assert has_skirt(_smooth_db(cliff)[0], edge_hz, SR, WINDOW)  # the width test
+        assert has_skirt(smooth_db(cliff)[0], edge_hz, SR, WINDOW)  # the width test
         assert not model.gain(cliff, np.array([edge_hz]), SR, WINDOW).any(), edge_hz
         assert model.gain(power(edge_hz), np.array([edge_hz]), SR, WINDOW).max() > 0.5
     assert model.gain(power(12000.0, cliff_at=1.16), np.array([12000.0]), SR,
@@ -74,7 +74,7 @@ def test_learned_skirt_leaves_cliffs_full_band_and_silence_alone():
         cliff = soxr.resample(soxr.resample(x, SR, via_hz), via_hz, SR).astype(np.float32)
         power = _long_term_power(cliff)
         edge_hz = detect_bandwidth_hz(power, SR, WINDOW)
-        assert not has_skirt(_smooth_db(power)[0], edge_hz[0], SR, WINDOW)
+        assert not has_skirt(smooth_db(power)[0], edge_hz[0], SR, WINDOW)
         assert not model.gain(power, edge_hz, SR, WINDOW).any(), via_hz
     power = _long_term_power(x)
     for edge in (SR / 2, 0.85 * SR / 2, np.nan):
@@ -83,7 +83,7 @@ def test_learned_skirt_leaves_cliffs_full_band_and_silence_alone():
     gentle = lowpass(x, SR, 6000, "butter", 6)
     power = _long_term_power(gentle)
     edge_hz = detect_bandwidth_hz(power, SR, WINDOW)
-    assert has_skirt(_smooth_db(power)[0], edge_hz[0], SR, WINDOW)
+    assert has_skirt(smooth_db(power)[0], edge_hz[0], SR, WINDOW)
     gain = model.gain(power, edge_hz, SR, WINDOW)[0]
     freqs_hz = np.fft.rfftfreq(WINDOW, 1 / SR)
     assert np.all(gain[freqs_hz < 5700] == 0) and np.all(gain[freqs_hz > 12700] == 0)

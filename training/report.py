@@ -386,7 +386,7 @@ def write_fig3(records: list[dict], out_png: str | Path, sample_rate: int,
     rows = []
     for fname, title in FILTER_NAMES.items():
         panels = {"reference": audio["Input"]["reference"],
-                  f"low-passed input": audio["Input"][fname]}
+                  "low-passed input": audio["Input"][fname]}
         best = _best([r for r in records if r["label"] in audio], fname)
         if best is not None:
             panels[f"best baseline: {best['label']}"] = audio[best["label"]][fname]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtbwe.bandwidth import FULL_BAND_FRACTION, _smooth_db, detect_bandwidth_hz
+from rtbwe.bandwidth import FULL_BAND_FRACTION, smooth_db, detect_bandwidth_hz
 from rtbwe.filters import FilterSpec
 from rtbwe.passband import DEFAULT_TAPS
 from rtbwe.skirt import skirt_responses
@@ -102,7 +102,7 @@ def _inputs(pxx: np.ndarray, bandwidth_hz: np.ndarray):
     limited = np.isfinite(bandwidth_hz) & (bandwidth_hz < FULL_BAND_FRACTION * SAMPLE_RATE / 2)
     x = np.zeros((len(pxx), FEATURES), np.float32)
     if limited.any():
-        x[limited] = features(_smooth_db(pxx[limited]), bandwidth_hz[limited], freqs)
+        x[limited] = features(smooth_db(pxx[limited]), bandwidth_hz[limited], freqs)
     edge = np.where(limited, bandwidth_hz, 1.0)[:, None]
     position = np.where(limited[:, None], (freqs[None] / edge - 1.0) * (BOOST_POINTS - 1), -1.0)
     return torch.tensor(x), torch.tensor(position, dtype=torch.float32), torch.tensor(limited)
