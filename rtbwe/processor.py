@@ -269,8 +269,8 @@ class BandwidthExtender:
     @property
     def input_bandwidth_hz(self) -> float | None:
         """The input's detected bandwidth in Hz (:mod:`rtbwe.bandwidth`; the widest channel's,
-        Nyquist for full band), from the last audio processed; None until 0.5 s of
-        non-silent audio has been seen."""
+        Nyquist for full band), from the last audio processed; None until 0.25 s of
+        non-silent audio has been seen (rtbwe.tracker.MIN_HISTORY_S)."""
         return self._stats.input_bandwidth_hz
 
     @property

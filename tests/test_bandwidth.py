@@ -181,6 +181,21 @@ def test_processor_reports_bandwidth_stereo_after_2_s():
     assert bwe.stats.input_bandwidth_hz == bwe.input_bandwidth_hz
 
 
+def test_the_first_detection_comes_after_a_quarter_second():
+    """The bandwidth is unknown (None) until MIN_HISTORY_S = 0.25 s of audio has been seen
+    (0.5 s before the twenty-fifth session), then known and within 10 % already."""
+    from rtbwe.tracker import MIN_HISTORY_S
+
+    assert MIN_HISTORY_S == 0.25
+    x = filters.lowpass(music_like(1.0, seed=3)[0], SR, 8000, "butter", 6)
+    bwe = BandwidthExtender(random_tiny(1), num_threads=1)
+    bwe.process(x[:int(0.2 * SR)], SR, reset=False)
+    assert bwe.input_bandwidth_hz is None
+    bwe.process(x[int(0.2 * SR):int(0.4 * SR)], SR, reset=False)
+    assert bwe.input_bandwidth_hz is not None
+    assert abs(bwe.input_bandwidth_hz / 8000 - 1) <= 0.10
+
+
 def test_offline_reports_the_detection_before_the_input_ends():
     """A dark input that stops mid-signal steps into the zeros after its end; the step's click
     in the last windows read as full band (offline reported 23.9 kHz for a 2.25 kHz input).

@@ -9,6 +9,7 @@ level (about -20 dBFS RMS). Real inputs also come:
 * through causal filters (an analogue tone control, a live EQ: phase shifted near the cutoff,
   the signal delayed), and gentler or other-shaped low-passes (Butterworth 2, Bessel,
   elliptic, Chebyshev-2);
+* low-passed at cutoffs between the matrix's (5, 7 and 10 kHz);
 * with noise added after the band limit (tape hiss, a noisy preamp) at -60 and -40 dB under
   the signal;
 * quiet (a recording 40 or 60 dB under the corpus's level; the row scales the input down and
@@ -108,6 +109,12 @@ def stress_rows() -> dict[str, StressRow]:
         "bessel-6 8 kHz": _row(_filter("bessel", 6, 8000.0)),
         "ellip-6 8 kHz": _row(_filter("ellip", 6, 8000.0)),
         "cheby2-6 8 kHz": _row(_filter("cheby2", 6, 8000.0)),
+        # cutoffs between the matrix's (the scaler's gain and the boost's rules change at 5
+        # and 10 kHz; the matrix's rows sit at 4, 6, 8, 11 kHz)
+        "butter-6 5 kHz": _row(_filter("butter", 6, 5000.0)),
+        "cheby1-6 5 kHz": _row(_filter("cheby1", 6, 5000.0)),
+        "butter-6 7 kHz": _row(_filter("butter", 6, 7000.0)),
+        "butter-6 10 kHz": _row(_filter("butter", 6, 10000.0)),
         "butter-6 8 kHz + hiss 60 dB down": StressRow(_hiss(butter8.apply, -60.0), 8000.0),
         "butter-6 8 kHz + hiss 40 dB down": StressRow(_hiss(butter8.apply, -40.0), 8000.0),
         "butter-6 4 kHz, 40 dB down": _row(_filter("butter", 6, 4000.0), -40.0),
